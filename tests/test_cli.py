@@ -1,0 +1,47 @@
+"""run.py as a user types it: bad input gets a message, good input trains."""
+import json
+import os
+
+import pytest
+
+from conftest import run_command
+
+BAD_FLAGS = [
+    (["--dataset=mnist"], "--dataset=mnist: unknown; choose one of digits, cifar10, stl10"),
+    (["--g_loss=maxlogd"], "--g_loss=maxlogd: unknown; choose one of minimax, nonsat"),
+    (["--batch_size=0"], "--batch_size=0: must be an integer from 1"),
+    (["--image_size=30"], "--image_size=30: must be a multiple of 8"),
+    (["--lr_d=-1"], "--lr_d=-1.0: must be a number in (0.0, 1.0]"),
+    (["--epochs=ten"], "--epochs"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["stl10"], "unexpected argument(s) ['stl10']"),
+    (["--strategy=multiworker"], "needs the cluster in TF_CONFIG"),
+    (["--run_dir=/etc/hostname/run"], "/etc/hostname is not a writable directory"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS)
+def test_bad_input_is_a_message_not_a_traceback(args, message, tmp_path):
+    result = run_command("run.py", *args, f"--data_dir={tmp_path}")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists("runs") or "digits-nonsat-seed0" not in os.listdir("runs")
+
+
+def test_help_states_units_and_bounds():
+    result = run_command("run.py", "--help")  # absl exits 1 after --help, by design
+    for text in ("--batch_size", "Global batch in images", "multiple of 8", "--g_loss",
+                 "minimax, nonsat, hinge, wgan-gp, lsgan"):
+        assert text in result.stdout, text
+
+
+def test_run_py_trains_and_writes_a_run(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_command("run.py", "--epochs=1", "--width=4", "--latent_dim=8",
+                         f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1" in result.stdout and "img/s" in result.stdout
+    record = json.loads((run_dir / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1
+    assert sorted(os.listdir(run_dir / "samples")) == ["epoch_0001.png"]

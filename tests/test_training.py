@@ -1,0 +1,85 @@
+"""End to end in-process: a tiny run writes the run directory and resumes it."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgan_exp import training
+from tfgan_exp.config import Config, UsageError
+from tfgan_exp.gan import METRIC_NAMES
+
+TINY = dict(dataset="digits", width=4, latent_dim=8, batch_size=64, strategy="default")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("run") / "digits")
+    config = Config(epochs=2, run_dir=run_dir, **TINY)
+    last = training.run(config)
+    return run_dir, config, last
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_run_writes_the_run_directory(finished_run):
+    run_dir, config, last = finished_run
+    saved = json.load(open(os.path.join(run_dir, "config.json")))
+    assert saved == json.loads(config.resolved().to_json())
+    records = read_metrics(run_dir)
+    assert [r["epoch"] for r in records] == [1, 2] and records[-1] == last
+    for key in ("epoch", "step", "seconds", "images_per_sec") + METRIC_NAMES:
+        assert key in records[0]
+        assert np.isfinite(records[0][key])
+    assert records[1]["step"] == 2 * (1797 // 64)
+    assert 0 < records[0]["d_fake_prob"] < 1 and records[0]["g_grad_norm"] > 0
+    samples = sorted(os.listdir(os.path.join(run_dir, "samples")))
+    assert samples == ["epoch_0001.png", "epoch_0002.png"]
+    grid = tf.io.decode_png(tf.io.read_file(os.path.join(run_dir, "samples", samples[0])))
+    assert grid.shape == (8 * 16, 8 * 16, 1)
+    assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")).endswith("ckpt-2")
+
+
+def test_tensorboard_has_scalars_and_sample_grids(finished_run):
+    run_dir = finished_run[0]
+    tags = {}
+    for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    for tag in ("d_loss", "g_loss", "g_grad_norm", "d_fake_prob", "images_per_sec", "samples"):
+        assert tags.get(tag) == {1, 2}, tag
+
+
+def test_same_command_resumes_where_it_stopped(finished_run, capsys):
+    run_dir, config, _ = finished_run
+    before = read_metrics(run_dir)
+    training.run(Config(epochs=3, run_dir=run_dir, **TINY))
+    records = read_metrics(run_dir)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[:2] == before  # the finished epochs are kept, not redone
+    assert "resuming" in capsys.readouterr().err
+    reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
+    iterations = reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert iterations == 3 * (1797 // 64)  # optimizer state continued, not restarted
+    # Asking for fewer epochs than done trains nothing and keeps everything.
+    assert training.run(Config(epochs=3, run_dir=run_dir, **TINY))["epoch"] == 3
+
+
+def test_a_directory_with_other_settings_is_refused(finished_run):
+    run_dir = finished_run[0]
+    with pytest.raises(UsageError, match="g_loss: 'nonsat' there, 'hinge' now.*--overwrite"):
+        training.run(Config(epochs=3, run_dir=run_dir, g_loss="hinge", **TINY))
+    assert [r["epoch"] for r in read_metrics(run_dir)][:2] == [1, 2]
+
+
+def test_nothing_is_written_for_a_run_that_cannot_start(tmp_path):
+    run_dir = str(tmp_path / "never")
+    with pytest.raises(UsageError, match="images per step"):
+        training.run(Config(epochs=1, run_dir=run_dir, **dict(TINY, batch_size=4096)))
+    assert not os.path.exists(run_dir)

@@ -1,0 +1,19 @@
+"""tfgan_exp: does the GAN loss matter? Train, score and compare, by measurement.
+
+Importing this package selects the Keras 2 API (``tf_keras``) for TensorFlow, which
+must happen before TensorFlow is first imported: Keras 3's ``fit`` with a custom
+``train_step`` fails under ``MultiWorkerMirroredStrategy``, and TF-GAN's Inception
+wrapper and TensorFlow Hub need ``tf_keras`` anyway.
+"""
+import os
+import sys
+
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise ImportError(
+        "tfgan_exp must be imported before tensorflow (or run with "
+        "TF_USE_LEGACY_KERAS=1): it needs the Keras 2 API (tf_keras).")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ start-up chatter hides the messages a user needs; errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

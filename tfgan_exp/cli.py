@@ -1,0 +1,74 @@
+"""Command-line flags -> Config -> training. The only module that reads flags.
+
+Every user mistake ends here as one line on stderr and exit status 2, before training.
+"""
+import sys
+
+from absl import app, flags
+
+import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
+from tfgan_exp.config import D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, STRATEGIES, Config, UsageError
+
+F = flags.FLAGS
+
+flags.DEFINE_string("dataset", "digits", f"Dataset: {', '.join(DATASETS)}. digits is "
+                    "bundled (offline); cifar10 and stl10 come from TFDS.")
+flags.DEFINE_string("data_dir", "", "Directory of prepared TFDS data (default: TFDS's own).")
+flags.DEFINE_integer("image_size", 0, "Image side in pixels, a multiple of 8, 8..512; "
+                     "0 = the dataset's default (digits 16, cifar10 32, stl10 48).")
+flags.DEFINE_string("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}. "
+                    "minimax is the saturating min log(1 - D(G(z))); nonsat is max log D(G(z)).")
+flags.DEFINE_string("d_loss", "", f"Discriminator loss: {', '.join(D_LOSS_NAMES)}; "
+                    "empty = the generator loss's partner (bce for minimax and nonsat).")
+flags.DEFINE_float("gp_weight", 10.0, "WGAN-GP gradient penalty weight lambda, >= 0.")
+flags.DEFINE_boolean("spectral_norm", False, "Spectral normalisation on D's layers.")
+flags.DEFINE_integer("width", 0, "Network width w in channels (D goes w..8w, G 8w..w), "
+                     "1..1024; 0 = default (64, or 16 for digits).")
+flags.DEFINE_integer("latent_dim", 128, "Dimension of the noise z ~ N(0, I), 1..4096.")
+flags.DEFINE_integer("epochs", 0, "Passes over the training images, 1..100000; "
+                     "0 = default (digits 60, cifar10 and stl10 300).")
+flags.DEFINE_integer("batch_size", 64, "Global batch in images per D update, 1..65536, "
+                     "split across replicas (must divide by their number).")
+flags.DEFINE_float("lr_g", 2e-4, "Generator Adam learning rate, in (0, 1].")
+flags.DEFINE_float("lr_d", 2e-4, "Discriminator Adam learning rate, in (0, 1].")
+flags.DEFINE_float("beta1", 0.5, "Adam beta1 for both networks, in [0, 1).")
+flags.DEFINE_float("beta2", 0.999, "Adam beta2 for both networks, in [0, 1).")
+flags.DEFINE_integer("d_steps", 1, "Discriminator updates per generator update, 1..100.")
+flags.DEFINE_integer("seed", 0, "Random seed for weights, data order and noise, 0..2^31-1.")
+flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}. auto = tpu "
+                    "if --tpu or TPU_NAME is set, mirrored on 2+ GPUs, else default.")
+flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
+flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call, 1..10000.")
+flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. "
+                    "Default: runs/<dataset>-<g_loss>-seed<seed>.")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")
+flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again.")
+
+
+def config_from_flags() -> Config:
+    """Packs the parsed flags into a Config (validated by its consumers)."""
+    import dataclasses
+    names = [f.name for f in dataclasses.fields(Config)]
+    return Config(**{name: F[name].value for name in names})
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # hide TensorFlow's per-checkpoint INFO lines
+    if len(argv) > 1:
+        fail(f"unexpected argument(s) {argv[1:]}; every setting is a --flag (see --help)")
+    try:
+        config = config_from_flags().resolved()
+        from tfgan_exp import training  # imports TensorFlow: after the flags are checked
+        training.run(config)
+    except UsageError as error:
+        fail(str(error))
+
+
+def run():
+    app.run(main)

@@ -1,0 +1,148 @@
+"""The run configuration: a frozen, typed dataclass that validates itself.
+
+``Config`` is the only thing the training code reads; ``cli.py`` builds it from flags,
+and tests and notebooks build it directly. Zero or empty values mean "the dataset's
+default" and are filled in by ``resolved()``; ``config.json`` holds the resolved values.
+"""
+import dataclasses
+import json
+import os
+from typing import Any, Dict
+
+DATASETS = ("digits", "cifar10", "stl10")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+G_LOSS_NAMES = ("minimax", "nonsat", "hinge", "wgan-gp", "lsgan")
+D_LOSS_NAMES = ("bce", "hinge", "wgan-gp", "lsgan")
+# Each generator loss's discriminator partner, the default for --d_loss (DESIGN.md table).
+D_PARTNER = {"minimax": "bce", "nonsat": "bce", "hinge": "hinge",
+             "wgan-gp": "wgan-gp", "lsgan": "lsgan"}
+
+# Per-dataset defaults: image size (pixels), network width w, epochs.
+DATASET_DEFAULTS = {
+    "digits": {"image_size": 16, "width": 16, "epochs": 60},
+    "cifar10": {"image_size": 32, "width": 64, "epochs": 300},
+    "stl10": {"image_size": 48, "width": 64, "epochs": 300},
+}
+
+
+class UsageError(Exception):
+    """A user's mistake: bad flag, unusable path, data or model that cannot be had.
+
+    The command-line tools print its message and exit with status 2, no traceback.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # data
+    dataset: str = "digits"
+    data_dir: str = ""          # prepared TFDS directory; "" = TFDS default (~/tensorflow_datasets)
+    image_size: int = 0         # pixels, square, multiple of 8; 0 = dataset default
+    # losses and networks
+    g_loss: str = "nonsat"
+    d_loss: str = ""            # "" = the generator loss's partner
+    gp_weight: float = 10.0     # lambda of the WGAN-GP gradient penalty
+    spectral_norm: bool = False
+    width: int = 0              # channels of the widest-but-three layer (64 in SN-GAN); 0 = default
+    latent_dim: int = 128
+    # optimisation
+    epochs: int = 0             # 0 = dataset default
+    batch_size: int = 64        # global batch, split across replicas
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    d_steps: int = 1            # discriminator updates per generator update
+    seed: int = 0
+    # distribution and speed
+    strategy: str = "auto"
+    tpu: str = ""               # TPU name or address, or "local" on a TPU VM
+    steps_per_execution: int = 1
+    # outputs
+    run_dir: str = ""           # "" = runs/<dataset>-<g_loss>-seed<seed>
+    keep_checkpoints: int = 3
+    overwrite: bool = False     # delete an existing run directory and start again
+
+    def resolved(self) -> "Config":
+        """Returns a copy with every "default" (0 or "") replaced by its value; validates."""
+        self.validate()
+        defaults = DATASET_DEFAULTS[self.dataset]
+        changes: Dict[str, Any] = {
+            key: defaults[key] for key in ("image_size", "width", "epochs")
+            if not getattr(self, key)}
+        if not self.d_loss:
+            changes["d_loss"] = D_PARTNER[self.g_loss]
+        if not self.run_dir:
+            changes["run_dir"] = os.path.join(
+                "runs", f"{self.dataset}-{self.g_loss}-seed{self.seed}")
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raises UsageError naming the first bad field, its value and what is allowed."""
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("g_loss", self.g_loss, G_LOSS_NAMES)
+        if self.d_loss:
+            _choice("d_loss", self.d_loss, D_LOSS_NAMES)
+        _choice("strategy", self.strategy, STRATEGIES)
+        for name, low, high in (("image_size", 0, 512), ("width", 0, 1024),
+                                ("latent_dim", 1, 4096), ("epochs", 0, 100_000),
+                                ("batch_size", 1, 65_536), ("d_steps", 1, 100),
+                                ("seed", 0, 2**31 - 1), ("steps_per_execution", 1, 10_000),
+                                ("keep_checkpoints", 1, 1000)):
+            _integer(name, getattr(self, name), low, high)
+        if self.image_size % 8:
+            raise UsageError(f"--image_size={self.image_size}: must be a multiple of 8 "
+                             "(the generator doubles M = size/8 three times), e.g. 16, 32, 48")
+        if 0 < self.image_size < 8:
+            raise UsageError(f"--image_size={self.image_size}: must be at least 8")
+        for name, low, high in (("lr_g", 0.0, 1.0), ("lr_d", 0.0, 1.0)):
+            _real(name, getattr(self, name), low, high, low_open=True)
+        for name in ("beta1", "beta2"):
+            _real(name, getattr(self, name), 0.0, 1.0, high_open=True)
+        _real("gp_weight", self.gp_weight, 0.0, 1e6)
+        for name in ("spectral_norm", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"--{name}={getattr(self, name)!r}: must be true or false")
+        if self.strategy == "tpu" and not self.tpu and not os.environ.get("TPU_NAME"):
+            raise UsageError("--strategy=tpu needs --tpu=NAME_OR_ADDRESS "
+                             "(or --tpu=local on a TPU VM)")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "Config":
+        """Builds a Config, refusing unknown keys and values of the wrong type."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise UsageError(f"unknown setting(s) {unknown}; known: {sorted(fields)}")
+        for key, value in values.items():
+            expected = type(getattr(cls(), key))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if type(value) is not expected:
+                raise UsageError(f"setting {key}={value!r}: expected {expected.__name__}")
+        return cls(**values)
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise UsageError(f"--{name}={value}: unknown; choose one of {', '.join(choices)}")
+
+
+def _integer(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"--{name}={value}: must be an integer from {low} to {high}")
+
+
+def _real(name, value, low, high, low_open=False, high_open=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (low < value if low_open else low <= value) and (
+            value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise UsageError(f"--{name}={value}: must be a number in {lo}{low}, {high}{hi}")

@@ -1,0 +1,133 @@
+"""The run directory: config.json, metrics.jsonl, samples/, TensorBoard events, checkpoints/.
+
+Layout (one directory per run; running the same command again resumes it)::
+
+  config.json               the resolved Config
+  metrics.jsonl             one JSON object per finished epoch, in epoch order
+  samples/epoch_NNNN.png    8x8 grid from a fixed noise batch, one per epoch
+  events.out.tfevents.*     TensorBoard scalars and sample grids
+  checkpoints/              the last few training states (tf.train.CheckpointManager)
+"""
+import dataclasses
+import json
+import os
+import shutil
+from typing import Dict, List
+
+import numpy as np
+
+from tfgan_exp.config import Config, UsageError
+
+# Settings that may change between the run that wrote a directory and one resuming it:
+# they change where or how fast training runs, or how long, not what it computes.
+RESUMABLE_CHANGES = frozenset({
+    "epochs", "strategy", "tpu", "data_dir", "run_dir", "steps_per_execution",
+    "keep_checkpoints", "overwrite"})
+
+
+def check_writable(path: str) -> None:
+    """Raises UsageError unless ``path`` is, or could be created as, a writable directory.
+
+    Creates nothing: a run that never starts leaves nothing behind.
+    """
+    probe = os.path.abspath(path)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise UsageError(f"--run_dir={path}: exists and is not a directory")
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--run_dir={path}: {probe} is not a writable directory; "
+                         "choose a --run_dir you can write to")
+
+
+class RunDir:
+    """Reads and writes one run directory. Only the chief process writes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.config_path = os.path.join(path, "config.json")
+        self.metrics_path = os.path.join(path, "metrics.jsonl")
+        self.samples_dir = os.path.join(path, "samples")
+        self.checkpoint_dir = os.path.join(path, "checkpoints")
+
+    def saved_config(self):
+        """The Config this directory was written for, or None for a new directory."""
+        if not os.path.exists(self.config_path):
+            return None
+        with open(self.config_path) as f:
+            return json.load(f)
+
+    def differences(self, config: Config) -> Dict[str, tuple]:
+        """Settings, other than RESUMABLE_CHANGES, whose saved value differs from config's."""
+        saved = self.saved_config() or {}
+        current = dataclasses.asdict(config)
+        return {key: (saved.get(key), current.get(key))
+                for key in sorted(set(saved) | set(current))
+                if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)}
+
+    def prepare(self, config: Config, overwrite: bool = False) -> None:
+        """Creates the directory for ``config``, or checks that it may resume the one there."""
+        if overwrite and os.path.exists(self.path):
+            shutil.rmtree(self.path)
+        if self.saved_config() is not None:
+            differences = self.differences(config)
+            if differences:
+                listed = "; ".join(f"{k}: {old!r} there, {new!r} now"
+                                   for k, (old, new) in differences.items())
+                raise UsageError(
+                    f"{self.path} holds a run with other settings ({listed}). Use another "
+                    "--run_dir, or --overwrite to delete that run and start again.")
+        os.makedirs(self.samples_dir, exist_ok=True)
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        _atomic_write(self.config_path, config.to_json() + "\n")
+
+    def read_metrics(self) -> List[dict]:
+        """The per-epoch records, skipping a last line cut short by a crash."""
+        if not os.path.exists(self.metrics_path):
+            return []
+        records = []
+        with open(self.metrics_path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    break
+        return records
+
+    def keep_metrics_through(self, epoch: int) -> None:
+        """Drops records after ``epoch``: written by a run killed before its checkpoint."""
+        records = self.read_metrics()
+        kept = [r for r in records if r.get("epoch", 0) <= epoch]
+        if os.path.exists(self.metrics_path):
+            _atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_samples(self, epoch: int, grid: np.ndarray) -> str:
+        """Writes uint8 [H, W, C] as samples/epoch_NNNN.png; returns the path."""
+        import tensorflow as tf
+        path = os.path.join(self.samples_dir, f"epoch_{epoch:04d}.png")
+        _atomic_write(path, tf.io.encode_png(grid).numpy(), binary=True)
+        return path
+
+
+def image_grid(images: np.ndarray, rows: int = 8) -> np.ndarray:
+    """uint8 [rows*cols, H, W, C] -> one uint8 image [rows*H, cols*W, C], row-major."""
+    n, h, w, c = images.shape
+    cols = n // rows
+    return (images[:rows * cols].reshape(rows, cols, h, w, c)
+            .transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c))
+
+
+def _atomic_write(path: str, content, binary: bool = False) -> None:
+    """Writes to a temporary file and renames it: readers never see half a file."""
+    temporary = path + ".tmp"
+    with open(temporary, "wb" if binary else "w") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,199 @@
+"""``run(config)``: build everything under the strategy, resume, fit, record each epoch."""
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfgan_exp import data, distribute, models
+from tfgan_exp.config import Config, UsageError
+from tfgan_exp.gan import GAN
+from tfgan_exp.losses import loss_pair
+from tfgan_exp.rundir import RunDir, check_writable, image_grid
+from tfgan_exp.sampling import Sampler
+
+SAMPLE_GRID = 64  # fixed-noise images per sample grid (8 x 8)
+
+# An evaluator takes the Sampler and returns metrics to add to the epoch's record.
+Evaluator = Callable[[Sampler], Dict[str, float]]
+
+
+def build_gan(config: Config, image_shape) -> GAN:
+    """The compiled GAN with both optimizers' state created; call inside strategy.scope().
+
+    The optimizers are built eagerly so that a checkpoint restores their moments and
+    iteration counts (a lazily built optimizer silently skips them).
+    """
+    generator = models.build_generator(image_shape, config.latent_dim, config.width)
+    discriminator = models.build_discriminator(image_shape, config.width, config.spectral_norm)
+    gan = GAN(generator, discriminator,
+              loss_pair(config.g_loss, config.d_loss, config.gp_weight),
+              global_batch_size=config.batch_size, d_steps=config.d_steps)
+    g_optimizer = tf.keras.optimizers.Adam(config.lr_g, config.beta1, config.beta2)
+    d_optimizer = tf.keras.optimizers.Adam(config.lr_d, config.beta1, config.beta2)
+    g_optimizer.build(generator.trainable_variables)
+    d_optimizer.build(discriminator.trainable_variables)
+    gan.compile(g_optimizer, d_optimizer, steps_per_execution=config.steps_per_execution)
+    return gan
+
+
+class EpochRecorder(tf.keras.callbacks.Callback):
+    """At each epoch's end: evaluate, draw samples, log, checkpoint, print progress.
+
+    Order matters for resuming: the metrics line is written before the checkpoint, and
+    a resumed run drops lines past its checkpoint, so every epoch appears exactly once.
+    """
+
+    def __init__(self, config: Config, run_dir: RunDir, sampler: Sampler,
+                 manager: tf.train.CheckpointManager, epoch_counter: tf.Variable,
+                 steps_per_epoch: int, images_per_step: int, chief: bool,
+                 evaluators: List[Evaluator] = (), eval_every: int = 1):
+        super().__init__()
+        self.config = config
+        self.run_dir = run_dir
+        self.sampler = sampler
+        self.manager = manager
+        self.epoch_counter = epoch_counter
+        self.steps_per_epoch = steps_per_epoch
+        self.images_per_step = images_per_step
+        self.chief = chief
+        self.evaluators = list(evaluators)
+        self.eval_every = eval_every
+        self.fixed_z = data.fixed_noise(SAMPLE_GRID, config.latent_dim, config.seed)
+        self.writer = None
+        self.last_record: Optional[dict] = None
+        self._epoch_seconds: List[float] = []
+
+    def on_train_begin(self, logs=None):
+        if self.chief:
+            self.writer = tf.summary.create_file_writer(self.run_dir.path)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        number = epoch + 1  # epochs are counted from 1 in every output
+        train_seconds = time.perf_counter() - self._start
+        record = {"epoch": number, "step": number * self.steps_per_epoch}
+        record.update({k: float(v) for k, v in (logs or {}).items()})
+        record["seconds"] = train_seconds
+        record["images_per_sec"] = self.steps_per_epoch * self.images_per_step / train_seconds
+        if number % self.eval_every == 0 or number == self.config.epochs:
+            for evaluate in self.evaluators:
+                record.update(evaluate(self.sampler))
+        grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
+        if self.chief:
+            self.run_dir.write_samples(number, grid)
+            self.run_dir.append_metrics(record)
+            with self.writer.as_default(step=number):
+                for key, value in record.items():
+                    if key != "epoch":
+                        tf.summary.scalar(key, value)
+                tf.summary.image("samples", grid[None])
+            self.writer.flush()
+        self.epoch_counter.assign(number)
+        self.manager.save(checkpoint_number=number)
+        self._epoch_seconds.append(time.perf_counter() - self._start)
+        self.last_record = record
+        print(progress_line(record, self.config.epochs, self._epoch_seconds), flush=True)
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def progress_line(record: dict, epochs: int, epoch_seconds: List[float]) -> str:
+    """One human-readable line per epoch: losses, diagnostics, speed and time left."""
+    left = (epochs - record["epoch"]) * float(np.mean(epoch_seconds[-5:]))
+    parts = [f"epoch {record['epoch']}/{epochs}",
+             f"d_loss {record['d_loss']:.4f}", f"g_loss {record['g_loss']:.4f}",
+             f"D(x) {record['d_real_prob']:.3f}", f"D(G(z)) {record['d_fake_prob']:.3f}",
+             f"|grad G| {record['g_grad_norm']:.3g}",
+             f"{record['images_per_sec']:.0f} img/s"]
+    for key, label in (("inception_score", "IS"), ("fid", "FID"),
+                       ("digits_score", "digits score"), ("digits_fid", "digits FID")):
+        if key in record:
+            parts.append(f"{label} {record[key]:.3f}")
+    parts.append(f"{record['seconds']:.1f}s, {_duration(left)} left")
+    return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def restore_latest(manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint,
+                   epoch_counter: tf.Variable) -> int:
+    """Restores the newest checkpoint; returns the number of finished epochs (0 if none)."""
+    if manager.latest_checkpoint is None:
+        return 0
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    return int(epoch_counter.numpy())
+
+
+def run(config: Config, evaluators_factory=None) -> Optional[dict]:
+    """Trains (or resumes) one run; returns the last epoch's metrics record.
+
+    Args:
+      config: the settings; defaults are resolved and everything is validated first.
+      evaluators_factory: optional callable (config, images, strategy) -> list of
+        Evaluator, called before training starts, so a missing model stops the run early.
+
+    Raises:
+      UsageError: a user's mistake, found before any training step and before the run
+        directory is created.
+    """
+    config = config.resolved()
+    check_writable(config.run_dir)
+    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise UsageError(f"--batch_size={config.batch_size} does not split across "
+                         f"{replicas} replicas; use a multiple of {replicas}")
+    images = data.load_images(config.dataset, config.image_size, config.data_dir)
+    batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
+                                   config.latent_dim, config.seed)
+    evaluators = evaluators_factory(config, images, strategy) if evaluators_factory else []
+    tf.keras.utils.set_random_seed(config.seed)  # initial weights
+    with strategy.scope():
+        gan = build_gan(config, images.shape[1:])
+        epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        checkpoint = tf.train.Checkpoint(
+            generator=gan.generator, discriminator=gan.discriminator,
+            g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer, epoch=epoch_counter)
+
+    chief = distribute.is_chief(strategy)
+    run_dir = RunDir(config.run_dir)
+    if chief:
+        run_dir.prepare(config, overwrite=config.overwrite)
+    # Non-chief workers must save too (saving is collective) but somewhere of their own.
+    checkpoint_dir = run_dir.checkpoint_dir if chief else tempfile.mkdtemp()
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+                                         max_to_keep=config.keep_checkpoints)
+    start_epoch = restore_latest(manager, checkpoint, epoch_counter)
+    if chief:
+        run_dir.keep_metrics_through(start_epoch)
+    if start_epoch:
+        print(f"resuming {config.run_dir} after epoch {start_epoch}", file=sys.stderr)
+    if start_epoch >= config.epochs:
+        print(f"{config.run_dir}: already trained for {start_epoch} epochs", file=sys.stderr)
+        records = run_dir.read_metrics()
+        return records[-1] if records else None
+
+    spe = batches.steps_per_epoch
+    recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), manager,
+                             epoch_counter, spe, batches.images_per_step, chief,
+                             evaluators, eval_every=getattr(config, "eval_every", 1))
+    print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
+          f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
+          f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
+          f"{config.run_dir}", file=sys.stderr, flush=True)
+    gan.fit(batches.dataset(start_epoch * spe, config.epochs * spe),
+            epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=spe,
+            callbacks=[recorder], verbose=0)
+    return recorder.last_record
+
