@@ -36,12 +36,14 @@ def test_help_states_units_and_bounds():
         assert text in result.stdout, text
 
 
-def test_run_py_trains_and_writes_a_run(tmp_path):
+def test_run_py_trains_and_writes_a_run(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = run_command("run.py", "--epochs=1", "--width=4", "--latent_dim=8",
+                         "--eval_samples=100", f"--cache_dir={cache_dir}",
                          f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" in result.stdout and "img/s" in result.stdout
+    assert "digits score" in result.stdout
     record = json.loads((run_dir / "metrics.jsonl").read_text())
-    assert record["epoch"] == 1
+    assert record["epoch"] == 1 and record["digits_score"] >= 1.0
     assert sorted(os.listdir(run_dir / "samples")) == ["epoch_0001.png"]

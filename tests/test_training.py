@@ -6,16 +6,23 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from tfgan_exp import training
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.gan import METRIC_NAMES
 
-TINY = dict(dataset="digits", width=4, latent_dim=8, batch_size=64, strategy="default")
+TINY = dict(dataset="digits", width=4, latent_dim=8, batch_size=64, strategy="default",
+            eval_samples=100)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_cache(cache_dir):
+    TINY["cache_dir"] = cache_dir  # never the user's ~/.cache
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, tiny_cache):
     run_dir = str(tmp_path_factory.mktemp("run") / "digits")
     config = Config(epochs=2, run_dir=run_dir, **TINY)
     last = training.run(config)
@@ -33,7 +40,9 @@ def test_run_writes_the_run_directory(finished_run):
     assert saved == json.loads(config.resolved().to_json())
     records = read_metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2] and records[-1] == last
-    for key in ("epoch", "step", "seconds", "images_per_sec") + METRIC_NAMES:
+    for key in ("epoch", "step", "seconds", "images_per_sec", "digits_score",
+                "digits_score_mean_10", "digits_score_std", "digits_fid",
+                "eval_seconds") + METRIC_NAMES:
         assert key in records[0]
         assert np.isfinite(records[0][key])
     assert records[1]["step"] == 2 * (1797 // 64)
@@ -52,7 +61,8 @@ def test_tensorboard_has_scalars_and_sample_grids(finished_run):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 tags.setdefault(value.tag, set()).add(event.step)
-    for tag in ("d_loss", "g_loss", "g_grad_norm", "d_fake_prob", "images_per_sec", "samples"):
+    for tag in ("d_loss", "g_loss", "g_grad_norm", "d_fake_prob", "images_per_sec", "samples",
+                "digits_score", "digits_fid"):
         assert tags.get(tag) == {1, 2}, tag
 
 
@@ -82,4 +92,30 @@ def test_nothing_is_written_for_a_run_that_cannot_start(tmp_path):
     run_dir = str(tmp_path / "never")
     with pytest.raises(UsageError, match="images per step"):
         training.run(Config(epochs=1, run_dir=run_dir, **dict(TINY, batch_size=4096)))
+    assert not os.path.exists(run_dir)
+
+
+def test_cifar10_run_scores_with_inception_every_epoch(tmp_path, fake_inception_dir, cache_dir):
+    run_dir = str(tmp_path / "cifar")
+    with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
+        training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"), epochs=2,
+                            width=2, latent_dim=8, batch_size=16, eval_samples=20,
+                            inception_model=fake_inception_dir, cache_dir=cache_dir,
+                            run_dir=run_dir, strategy="default"))
+    records = read_metrics(run_dir)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert 1.0 <= record["inception_score"] <= 1008
+        assert record["fid"] > 0 and record["eval_seconds"] > 0
+        assert "inception_score_std" in record and "inception_score_mean_10" in record
+    assert glob.glob(os.path.join(cache_dir, "stats-inception-cifar10-32px-20-*.npz"))
+
+
+def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_dir):
+    run_dir = str(tmp_path / "never")
+    with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
+        with pytest.raises(UsageError, match="no SavedModel there"):
+            training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"),
+                                inception_model=str(tmp_path / "missing"),
+                                cache_dir=cache_dir, run_dir=run_dir, batch_size=16))
     assert not os.path.exists(run_dir)

@@ -7,7 +7,8 @@ import sys
 from absl import app, flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
-from tfgan_exp.config import D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, STRATEGIES, Config, UsageError
+from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
+                              STRATEGIES, Config, UsageError)
 
 F = flags.FLAGS
 
@@ -39,6 +40,15 @@ flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}.
                     "if --tpu or TPU_NAME is set, mirrored on 2+ GPUs, else default.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
 flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call, 1..10000.")
+flags.DEFINE_integer("eval_every", 1, "Epochs between evaluations (score, FID), 0..100000; "
+                     "0 = never. The last epoch is always evaluated when evaluation is on.")
+flags.DEFINE_integer("eval_samples", 0, "Generated images per evaluation, >= 10; also the "
+                     "number of real images for FID. 0 = default (digits 2000, else 10000).")
+flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for IS and FID: the TF-Hub "
+                    "URL, a local directory holding that SavedModel, or 'none'. Digits use "
+                    "their own small classifier instead.")
+flags.DEFINE_string("cache_dir", "", "Cache of the digits classifier and real-image "
+                    "statistics; default $TFGAN_EXP_CACHE or ~/.cache/tfgan_exp.")
 flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. "
                     "Default: runs/<dataset>-<g_loss>-seed<seed>.")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")

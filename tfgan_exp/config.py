@@ -17,11 +17,13 @@ D_LOSS_NAMES = ("bce", "hinge", "wgan-gp", "lsgan")
 D_PARTNER = {"minimax": "bce", "nonsat": "bce", "hinge": "hinge",
              "wgan-gp": "wgan-gp", "lsgan": "lsgan"}
 
-# Per-dataset defaults: image size (pixels), network width w, epochs.
+INCEPTION_URL = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+
+# Per-dataset defaults: image size (pixels), network width w, epochs, images per evaluation.
 DATASET_DEFAULTS = {
-    "digits": {"image_size": 16, "width": 16, "epochs": 60},
-    "cifar10": {"image_size": 32, "width": 64, "epochs": 300},
-    "stl10": {"image_size": 48, "width": 64, "epochs": 300},
+    "digits": {"image_size": 16, "width": 16, "epochs": 60, "eval_samples": 2000},
+    "cifar10": {"image_size": 32, "width": 64, "epochs": 300, "eval_samples": 10000},
+    "stl10": {"image_size": 48, "width": 64, "epochs": 300, "eval_samples": 10000},
 }
 
 
@@ -58,6 +60,11 @@ class Config:
     strategy: str = "auto"
     tpu: str = ""               # TPU name or address, or "local" on a TPU VM
     steps_per_execution: int = 1
+    # evaluation
+    eval_every: int = 1         # epochs between evaluations; 0 = never (the last epoch always)
+    eval_samples: int = 0       # generated images per evaluation; 0 = dataset default
+    inception_model: str = INCEPTION_URL  # TF-Hub URL, local SavedModel dir, or "none"
+    cache_dir: str = ""         # classifiers and real-image statistics; "" = ~/.cache/tfgan_exp
     # outputs
     run_dir: str = ""           # "" = runs/<dataset>-<g_loss>-seed<seed>
     keep_checkpoints: int = 3
@@ -68,7 +75,7 @@ class Config:
         self.validate()
         defaults = DATASET_DEFAULTS[self.dataset]
         changes: Dict[str, Any] = {
-            key: defaults[key] for key in ("image_size", "width", "epochs")
+            key: defaults[key] for key in ("image_size", "width", "epochs", "eval_samples")
             if not getattr(self, key)}
         if not self.d_loss:
             changes["d_loss"] = D_PARTNER[self.g_loss]
@@ -90,11 +97,18 @@ class Config:
                                 ("latent_dim", 1, 4096), ("epochs", 0, 100_000),
                                 ("batch_size", 1, 65_536), ("d_steps", 1, 100),
                                 ("seed", 0, 2**31 - 1), ("steps_per_execution", 1, 10_000),
-                                ("keep_checkpoints", 1, 1000)):
+                                ("keep_checkpoints", 1, 1000), ("eval_every", 0, 100_000),
+                                ("eval_samples", 0, 1_000_000)):
             _integer(name, getattr(self, name), low, high)
         if self.image_size % 8:
             raise UsageError(f"--image_size={self.image_size}: must be a multiple of 8 "
                              "(the generator doubles M = size/8 three times), e.g. 16, 32, 48")
+        if 0 < self.eval_samples < 10:
+            raise UsageError(f"--eval_samples={self.eval_samples}: must be at least 10 "
+                             "(the score is also reported over 10 splits)")
+        if not self.inception_model:
+            raise UsageError("--inception_model is empty: give a TF-Hub URL, a directory "
+                             "holding the SavedModel, or none")
         if 0 < self.image_size < 8:
             raise UsageError(f"--image_size={self.image_size}: must be at least 8")
         for name, low, high in (("lr_g", 0.0, 1.0), ("lr_d", 0.0, 1.0)):

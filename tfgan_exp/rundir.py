@@ -22,7 +22,7 @@ from tfgan_exp.config import Config, UsageError
 # they change where or how fast training runs, or how long, not what it computes.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "strategy", "tpu", "data_dir", "run_dir", "steps_per_execution",
-    "keep_checkpoints", "overwrite"})
+    "keep_checkpoints", "overwrite", "eval_every", "inception_model", "cache_dir"})
 
 
 def check_writable(path: str) -> None:

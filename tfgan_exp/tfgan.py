@@ -37,3 +37,6 @@ def _register_parents():
 _register_parents()
 tfgan_eval = importlib.import_module("tensorflow_gan.python.eval")
 tfgan_losses = importlib.import_module("tensorflow_gan.python.losses.losses_impl")
+# The module itself, for helpers its package does not export (trace_sqrt_product).
+tfgan_classifier_metrics = importlib.import_module(
+    "tensorflow_gan.python.eval.classifier_metrics")

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute, models
+from tfgan_exp import data, distribute, evaluation, models
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.gan import GAN
 from tfgan_exp.losses import loss_pair
@@ -80,7 +80,8 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         record.update({k: float(v) for k, v in (logs or {}).items()})
         record["seconds"] = train_seconds
         record["images_per_sec"] = self.steps_per_epoch * self.images_per_step / train_seconds
-        if number % self.eval_every == 0 or number == self.config.epochs:
+        due = self.eval_every and number % self.eval_every == 0
+        if due or number == self.config.epochs:
             for evaluate in self.evaluators:
                 record.update(evaluate(self.sampler))
         grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
@@ -135,13 +136,11 @@ def restore_latest(manager: tf.train.CheckpointManager, checkpoint: tf.train.Che
     return int(epoch_counter.numpy())
 
 
-def run(config: Config, evaluators_factory=None) -> Optional[dict]:
+def run(config: Config) -> Optional[dict]:
     """Trains (or resumes) one run; returns the last epoch's metrics record.
 
     Args:
       config: the settings; defaults are resolved and everything is validated first.
-      evaluators_factory: optional callable (config, images, strategy) -> list of
-        Evaluator, called before training starts, so a missing model stops the run early.
 
     Raises:
       UsageError: a user's mistake, found before any training step and before the run
@@ -157,7 +156,7 @@ def run(config: Config, evaluators_factory=None) -> Optional[dict]:
     images = data.load_images(config.dataset, config.image_size, config.data_dir)
     batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
                                    config.latent_dim, config.seed)
-    evaluators = evaluators_factory(config, images, strategy) if evaluators_factory else []
+    evaluators = evaluation.make_evaluators(config, images)
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
@@ -187,7 +186,7 @@ def run(config: Config, evaluators_factory=None) -> Optional[dict]:
     spe = batches.steps_per_epoch
     recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), manager,
                              epoch_counter, spe, batches.images_per_step, chief,
-                             evaluators, eval_every=getattr(config, "eval_every", 1))
+                             evaluators, config.eval_every)
     print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
           f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
           f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "

@@ -1,0 +1,181 @@
+"""The networks that score images: TF-GAN's Inception module, and a small digits classifier.
+
+A classifier maps float32 images [N, H, W, C] in [-1, 1] to ``(logits, features)``:
+numpy float32 [N, classes] for the score and [N, D] for the Fréchet distance. Each has a
+``name`` that prefixes its metrics and a ``fingerprint`` that keys cached statistics.
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfgan_exp.config import INCEPTION_URL, UsageError
+
+INCEPTION_SIZE = 299
+INCEPTION_HELP = (
+    "To use it offline, fetch it once where there is network access:\n"
+    "  TFHUB_CACHE_DIR=DIR python -c \"import tensorflow_hub as hub; "
+    f"print(hub.resolve('{INCEPTION_URL}'))\"\n"
+    "then pass the printed directory as --inception_model=PATH (or keep TFHUB_CACHE_DIR=DIR "
+    "set), or --inception_model=none to train without Inception metrics.")
+
+
+def default_cache_dir() -> str:
+    """Where trained classifiers and real-image statistics are kept between runs."""
+    return os.environ.get("TFGAN_EXP_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "tfgan_exp"))
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _chunks(images, size):
+    for start in range(0, len(images), size):
+        yield images[start:start + size]
+
+
+class InceptionClassifier:
+    """TF-GAN's Inception (logits [1008], pool_3 [2048]), loaded once per process.
+
+    Images are resized to 299x299 bilinearly, as TF-GAN's examples do; gray images are
+    repeated over three channels. Args: ``handle``, the TF-Hub URL or a local directory
+    holding the SavedModel; ``chunk_size``, images per forward pass (bounds memory).
+    """
+    name = "inception"
+
+    def __init__(self, handle: str = INCEPTION_URL, chunk_size: int = 200):
+        self.chunk_size = chunk_size
+        self.module = _load_saved_model(handle)
+        pb = os.path.join(handle, "saved_model.pb")
+        self.fingerprint = _sha256_file(pb) if os.path.exists(pb) else handle
+
+        @tf.function(reduce_retracing=True)
+        def forward(images):
+            if images.shape[-1] == 1:
+                images = tf.tile(images, [1, 1, 1, 3])
+            resized = tf.image.resize(images, [INCEPTION_SIZE, INCEPTION_SIZE],
+                                      method="bilinear")
+            outputs = self.module(resized)
+            batch = tf.shape(images)[0]
+            return (tf.reshape(outputs["logits"], [batch, -1]),
+                    tf.reshape(outputs["pool_3"], [batch, -1]))
+
+        self._forward = forward
+        try:
+            logits, features = self(np.zeros([1, 32, 32, 3], np.float32))
+        except (KeyError, TypeError, ValueError, tf.errors.OpError) as error:
+            raise UsageError(f"--inception_model={handle}: not an Inception module with "
+                             f"outputs 'logits' and 'pool_3' ({error})") from None
+        self.num_classes, self.feature_dim = logits.shape[1], features.shape[1]
+
+    def __call__(self, images):
+        outputs = [self._forward(tf.constant(chunk, tf.float32))
+                   for chunk in _chunks(np.asarray(images, np.float32), self.chunk_size)]
+        return (np.concatenate([o[0].numpy() for o in outputs]),
+                np.concatenate([o[1].numpy() for o in outputs]))
+
+
+def _load_saved_model(handle: str):
+    """hub.load with a message that says how to get the module when it cannot be had."""
+    is_url = "://" in handle
+    if not is_url and not os.path.exists(os.path.join(handle, "saved_model.pb")):
+        raise UsageError(f"--inception_model={handle}: no SavedModel there "
+                         f"(expected {os.path.join(handle, 'saved_model.pb')}).\n"
+                         + INCEPTION_HELP)
+    import tensorflow_hub as hub  # slow import: only when Inception is used
+    try:
+        return hub.load(handle)
+    except Exception as error:  # network, file and format errors all mean "cannot be had"
+        raise UsageError(f"cannot load the Inception model {handle}: "
+                         f"{type(error).__name__}: {str(error)[:300]}\n"
+                         + INCEPTION_HELP) from None
+
+
+DIGITS_SIZE = 16
+DIGITS_VERSION = 1  # bump when the architecture or the training recipe changes
+DIGITS_MIN_ACCURACY = 0.97
+
+
+def _build_digits_model() -> tf.keras.Model:
+    """16x16x1 in [-1, 1] -> (logits [10], features [128])."""
+    layers = tf.keras.layers
+    images = tf.keras.Input((DIGITS_SIZE, DIGITS_SIZE, 1))
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(images)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    features = layers.Dense(128, activation="relu", name="features")(layers.Flatten()(x))
+    logits = layers.Dense(10, name="logits")(layers.Dropout(0.3)(features))
+    return tf.keras.Model(images, [logits, features], name="digits_classifier")
+
+
+class DigitsClassifier:
+    """A small CNN trained once on the bundled digits and cached: the offline stand-in
+    for Inception, as TF-GAN's MNIST score is. Real digits score about 9.9 (at most 10).
+
+    The first use trains it (a few seconds; fixed seed, 80/20 split) and refuses to
+    continue below 97% held-out accuracy; later uses load the cached weights.
+    """
+    name = "digits"
+
+    def __init__(self, cache_dir: str = "", chunk_size: int = 1000):
+        cache_dir = cache_dir or default_cache_dir()
+        self.chunk_size = chunk_size
+        self.model = _build_digits_model()
+        weights = os.path.join(cache_dir, f"digits_classifier_v{DIGITS_VERSION}.weights.h5")
+        info_path = weights.replace(".weights.h5", ".json")
+        if not os.path.exists(weights):
+            os.makedirs(cache_dir, exist_ok=True)
+            accuracy = self._train()
+            temporary = weights + ".tmp.weights.h5"
+            self.model.save_weights(temporary)
+            os.replace(temporary, weights)
+            with open(info_path, "w") as f:
+                json.dump({"held_out_accuracy": accuracy}, f)
+        self.model.load_weights(weights)
+        with open(info_path) as f:
+            self.held_out_accuracy = json.load(f)["held_out_accuracy"]
+        self.fingerprint = _sha256_file(weights)
+        self.num_classes, self.feature_dim = 10, 128
+
+    def _train(self) -> float:
+        from sklearn.datasets import load_digits
+        from tfgan_exp.data import _resize_uint8, to_float
+        digits = load_digits()
+        images = to_float(_resize_uint8(digits.images[..., None] * (255.0 / 16.0),
+                                        DIGITS_SIZE)).numpy()
+        order = np.random.default_rng(0).permutation(len(images))
+        held_out, train = order[:360], order[360:]
+        tf.keras.utils.set_random_seed(0)
+        trainer = tf.keras.Model(self.model.input, self.model.outputs[0])
+        trainer.compile(tf.keras.optimizers.Adam(1e-3),
+                        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"])
+        trainer.fit(images[train], digits.target[train], batch_size=64, epochs=30, verbose=0)
+        accuracy = float(trainer.evaluate(images[held_out], digits.target[held_out],
+                                          verbose=0)[1])
+        if accuracy < DIGITS_MIN_ACCURACY:
+            raise RuntimeError(f"digits classifier reached only {accuracy:.3f} held-out "
+                               f"accuracy (< {DIGITS_MIN_ACCURACY})")
+        return accuracy
+
+    def __call__(self, images):
+        logits, features = [], []
+        for chunk in _chunks(np.asarray(images, np.float32), self.chunk_size):
+            chunk = tf.constant(chunk)
+            if chunk.shape[-1] == 3:
+                chunk = tf.reduce_mean(chunk, axis=-1, keepdims=True)
+            if chunk.shape[1] != DIGITS_SIZE:
+                chunk = tf.image.resize(chunk, [DIGITS_SIZE, DIGITS_SIZE], antialias=True)
+            out_logits, out_features = self.model(chunk, training=False)
+            logits.append(out_logits.numpy())
+            features.append(out_features.numpy())
+        return np.concatenate(logits), np.concatenate(features)
