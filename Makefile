@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test study clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,11 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# The article's comparison, offline: three generator losses x 2 seeds on digits, then the
+# report. Runs go to runs/digits-study (resumable); the report is copied to docs/.
+STUDY_DIR ?= runs/digits-study
+study: $(STAMP)
+	$(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --seeds=2 --run_dir=$(STUDY_DIR) $(ARGS)
+	$(PY) -m tfgan_exp.report $(STUDY_DIR)
+	rm -rf docs/digits-study && mkdir -p docs && cp -r $(STUDY_DIR)/report docs/digits-study

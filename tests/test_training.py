@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfgan_exp import training
+from tfgan_exp import losses, training
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.gan import METRIC_NAMES
 
@@ -119,3 +119,19 @@ def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_d
                                 inception_model=str(tmp_path / "missing"),
                                 cache_dir=cache_dir, run_dir=run_dir, batch_size=16))
     assert not os.path.exists(run_dir)
+
+
+def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "nan")
+    config = dict(TINY, eval_every=0, run_dir=run_dir)
+    training.run(Config(epochs=1, **config))
+    # Inject the fault into the loss (not into the guard under test): from now on the
+    # generator loss is NaN, so the resumed run diverges at its first step.
+    monkeypatch.setitem(losses.G_LOSSES, "nonsat", lambda f: f * float("nan"))
+    with pytest.raises(training.TrainingDiverged,
+                       match=r"epoch 2, step 29: .*g_loss = nan.*ckpt-1"):
+        training.run(Config(epochs=3, **config))
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1]
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    assert latest.endswith("ckpt-1")  # the good state, neither overwritten nor deleted
+    assert sorted(os.listdir(os.path.join(run_dir, "samples"))) == ["epoch_0001.png"]

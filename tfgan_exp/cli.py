@@ -2,23 +2,29 @@
 
 Every user mistake ends here as one line on stderr and exit status 2, before training.
 """
+import dataclasses
+import itertools
+import os
 import sys
+from typing import List
 
 from absl import app, flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
-                              STRATEGIES, Config, UsageError)
+                              PRESETS, STRATEGIES, Config, UsageError)
 
 F = flags.FLAGS
 
-flags.DEFINE_string("dataset", "digits", f"Dataset: {', '.join(DATASETS)}. digits is "
-                    "bundled (offline); cifar10 and stl10 come from TFDS.")
+flags.DEFINE_string("dataset", "digits", f"Dataset: {', '.join(DATASETS)}, or a comma "
+                    "list for a grid. digits is bundled (offline); cifar10 and stl10 come "
+                    "from TFDS.")
 flags.DEFINE_string("data_dir", "", "Directory of prepared TFDS data (default: TFDS's own).")
 flags.DEFINE_integer("image_size", 0, "Image side in pixels, a multiple of 8, 8..512; "
                      "0 = the dataset's default (digits 16, cifar10 32, stl10 48).")
-flags.DEFINE_string("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}. "
-                    "minimax is the saturating min log(1 - D(G(z))); nonsat is max log D(G(z)).")
+flags.DEFINE_string("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}, or a "
+                    "comma list for a grid. minimax is the saturating min log(1 - D(G(z))); "
+                    "nonsat is max log D(G(z)).")
 flags.DEFINE_string("d_loss", "", f"Discriminator loss: {', '.join(D_LOSS_NAMES)}; "
                     "empty = the generator loss's partner (bce for minimax and nonsat).")
 flags.DEFINE_float("gp_weight", 10.0, "WGAN-GP gradient penalty weight lambda, >= 0.")
@@ -35,7 +41,11 @@ flags.DEFINE_float("lr_d", 2e-4, "Discriminator Adam learning rate, in (0, 1].")
 flags.DEFINE_float("beta1", 0.5, "Adam beta1 for both networks, in [0, 1).")
 flags.DEFINE_float("beta2", 0.999, "Adam beta2 for both networks, in [0, 1).")
 flags.DEFINE_integer("d_steps", 1, "Discriminator updates per generator update, 1..100.")
-flags.DEFINE_integer("seed", 0, "Random seed for weights, data order and noise, 0..2^31-1.")
+flags.DEFINE_string("seed", "0", "Random seed for weights, data order and noise, "
+                    "0..2^31-1, or a comma list for a grid.")
+flags.DEFINE_integer("seeds", 0, "Run seeds 0..N-1 (a grid; overrides --seed), 0..1000.")
+flags.DEFINE_string("preset", "", f"Named settings, applied under any flag you set: "
+                    f"{', '.join(f'{k} ({v})' for k, v in PRESETS.items())}.")
 flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}. auto = tpu "
                     "if --tpu or TPU_NAME is set, mirrored on 2+ GPUs, else default.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
@@ -55,11 +65,52 @@ flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints 
 flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again.")
 
 
-def config_from_flags() -> Config:
-    """Packs the parsed flags into a Config (validated by its consumers)."""
-    import dataclasses
+GRID_FLAGS = ("dataset", "g_loss", "seed")
+
+
+def _seeds() -> List[int]:
+    if F.seeds:
+        if not 1 <= F.seeds <= 1000:
+            raise UsageError(f"--seeds={F.seeds}: must be an integer from 1 to 1000")
+        return list(range(F.seeds))
+    try:
+        return [int(part) for part in _parts("seed")]
+    except ValueError:
+        raise UsageError(f"--seed={F.seed}: must be an integer 0..2^31-1 or a comma list "
+                         "of them") from None
+
+
+def _parts(name: str) -> List[str]:
+    parts = [part.strip() for part in str(F[name].value).split(",")]
+    if any(not part for part in parts):
+        raise UsageError(f"--{name}={F[name].value}: an empty item in the list")
+    return parts
+
+
+def configs_from_flags() -> List[Config]:
+    """The runs the flags ask for: one, or every combination of the grid flags.
+
+    In a grid each run goes to ``<run_dir>/<dataset>-<g_loss>-seed<seed>``, with
+    ``run_dir`` defaulting to ``runs/grid``. A preset's values apply to every flag the
+    user did not set.
+    """
     names = [f.name for f in dataclasses.fields(Config)]
-    return Config(**{name: F[name].value for name in names})
+    values = {name: F[name].value for name in names if name not in GRID_FLAGS}
+    if F.preset:
+        if F.preset not in PRESETS:
+            raise UsageError(f"--preset={F.preset}: unknown; choose one of "
+                             f"{', '.join(PRESETS)}")
+        values.update({k: v for k, v in PRESETS[F.preset].items() if not F[k].present})
+    combos = list(itertools.product(_parts("dataset"), _parts("g_loss"), _seeds()))
+    grid = len(combos) > 1 or bool(F.seeds)
+    configs = []
+    for dataset, g_loss, seed in combos:
+        run_values = dict(values, dataset=dataset, g_loss=g_loss, seed=seed)
+        if grid:
+            run_values["run_dir"] = os.path.join(values["run_dir"] or os.path.join("runs", "grid"),
+                                                 f"{dataset}-{g_loss}-seed{seed}")
+        configs.append(Config(**run_values).resolved())
+    return configs
 
 
 def fail(message: str) -> None:
@@ -73,11 +124,17 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected argument(s) {argv[1:]}; every setting is a --flag (see --help)")
     try:
-        config = config_from_flags().resolved()
+        configs = configs_from_flags()  # every run of a grid is checked before the first
         from tfgan_exp import training  # imports TensorFlow: after the flags are checked
-        training.run(config)
+        for number, config in enumerate(configs, start=1):
+            if len(configs) > 1:
+                print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr)
+            training.run(config)
     except UsageError as error:
         fail(str(error))
+    except training.TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(3)
 
 
 def run():

@@ -27,6 +27,14 @@ DATASET_DEFAULTS = {
 }
 
 
+# Named settings for --preset. "strong_d" is the article's STL-10 setting in spirit: a
+# discriminator that outpaces the generator (3 updates per G update at twice G's learning
+# rate), so D's loss heads toward zero and the saturating loss's gradient can vanish.
+PRESETS = {
+    "strong_d": {"d_steps": 3, "lr_d": 4e-4},
+}
+
+
 class UsageError(Exception):
     """A user's mistake: bad flag, unusable path, data or model that cannot be had.
 

@@ -39,6 +39,36 @@ def build_gan(config: Config, image_shape) -> GAN:
     return gan
 
 
+class TrainingDiverged(Exception):
+    """A loss or gradient norm became NaN or infinite; the last good checkpoint is kept."""
+
+
+class NonFiniteGuard(tf.keras.callbacks.Callback):
+    """Stops training at the first step whose logged values are not all finite.
+
+    Keras's TerminateOnNaN watches only a key named ``loss``; a GAN logs ``d_loss``,
+    ``g_loss`` and gradient norms, so every key is checked, after every step.
+    """
+
+    def __init__(self, steps_per_epoch: int):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.failure: Optional[str] = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items() if not np.isfinite(float(v))}
+        if bad and self.failure is None:
+            step = self._epoch * self.steps_per_epoch + batch + 1
+            listed = ", ".join(f"{k} = {v}" for k, v in sorted(bad.items()))
+            self.failure = (f"training diverged in epoch {self._epoch + 1}, step {step}: "
+                            f"{listed} (epoch means so far)")
+            self.model.stop_training = True
+
+
 class EpochRecorder(tf.keras.callbacks.Callback):
     """At each epoch's end: evaluate, draw samples, log, checkpoint, print progress.
 
@@ -49,8 +79,10 @@ class EpochRecorder(tf.keras.callbacks.Callback):
     def __init__(self, config: Config, run_dir: RunDir, sampler: Sampler,
                  manager: tf.train.CheckpointManager, epoch_counter: tf.Variable,
                  steps_per_epoch: int, images_per_step: int, chief: bool,
-                 evaluators: List[Evaluator] = (), eval_every: int = 1):
+                 evaluators: List[Evaluator] = (), eval_every: int = 1,
+                 guard: Optional[NonFiniteGuard] = None):
         super().__init__()
+        self.guard = guard
         self.config = config
         self.run_dir = run_dir
         self.sampler = sampler
@@ -74,6 +106,8 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.failure:
+            return  # a diverged state is never recorded or checkpointed
         number = epoch + 1  # epochs are counted from 1 in every output
         train_seconds = time.perf_counter() - self._start
         record = {"epoch": number, "step": number * self.steps_per_epoch}
@@ -184,15 +218,20 @@ def run(config: Config) -> Optional[dict]:
         return records[-1] if records else None
 
     spe = batches.steps_per_epoch
+    guard = NonFiniteGuard(spe)
     recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), manager,
                              epoch_counter, spe, batches.images_per_step, chief,
-                             evaluators, config.eval_every)
+                             evaluators, config.eval_every, guard)
     print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
           f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
           f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
           f"{config.run_dir}", file=sys.stderr, flush=True)
     gan.fit(batches.dataset(start_epoch * spe, config.epochs * spe),
             epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=spe,
-            callbacks=[recorder], verbose=0)
+            callbacks=[guard, recorder], verbose=0)
+    if guard.failure:
+        kept = manager.latest_checkpoint or "none yet"
+        raise TrainingDiverged(f"{guard.failure}. The last good checkpoint is kept "
+                               f"({kept}); lower the learning rates or change the loss.")
     return recorder.last_record
 
