@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_exp.config import INCEPTION_URL, UsageError
+from tfgan_exp.data import chunks, load_images, to_float
 
 INCEPTION_SIZE = 299
 INCEPTION_HELP = (
@@ -34,11 +35,6 @@ def _sha256_file(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _chunks(images, size):
-    for start in range(0, len(images), size):
-        yield images[start:start + size]
 
 
 class InceptionClassifier:
@@ -77,7 +73,7 @@ class InceptionClassifier:
 
     def __call__(self, images):
         outputs = [self._forward(tf.constant(chunk, tf.float32))
-                   for chunk in _chunks(np.asarray(images, np.float32), self.chunk_size)]
+                   for chunk in chunks(np.asarray(images, np.float32), self.chunk_size)]
         return (np.concatenate([o[0].numpy() for o in outputs]),
                 np.concatenate([o[1].numpy() for o in outputs]))
 
@@ -148,10 +144,8 @@ class DigitsClassifier:
 
     def _train(self) -> float:
         from sklearn.datasets import load_digits
-        from tfgan_exp.data import _resize_uint8, to_float
-        digits = load_digits()
-        images = to_float(_resize_uint8(digits.images[..., None] * (255.0 / 16.0),
-                                        DIGITS_SIZE)).numpy()
+        digits = load_digits()  # for the labels; the images are the training set's
+        images = to_float(load_images("digits", DIGITS_SIZE)).numpy()
         order = np.random.default_rng(0).permutation(len(images))
         held_out, train = order[:360], order[360:]
         tf.keras.utils.set_random_seed(0)
@@ -169,7 +163,7 @@ class DigitsClassifier:
 
     def __call__(self, images):
         logits, features = [], []
-        for chunk in _chunks(np.asarray(images, np.float32), self.chunk_size):
+        for chunk in chunks(np.asarray(images, np.float32), self.chunk_size):
             chunk = tf.constant(chunk)
             if chunk.shape[-1] == 3:
                 chunk = tf.reduce_mean(chunk, axis=-1, keepdims=True)

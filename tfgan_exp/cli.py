@@ -12,7 +12,7 @@ from absl import app, flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
-                              PRESETS, STRATEGIES, Config, UsageError)
+                              PRESETS, STRATEGIES, Config, TrainingDiverged, UsageError)
 
 F = flags.FLAGS
 
@@ -132,7 +132,7 @@ def main(argv):
             training.run(config)
     except UsageError as error:
         fail(str(error))
-    except training.TrainingDiverged as error:
+    except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
 

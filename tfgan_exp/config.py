@@ -35,6 +35,13 @@ PRESETS = {
 }
 
 
+class TrainingDiverged(Exception):
+    """A loss or gradient norm became NaN or infinite; the last good checkpoint is kept.
+
+    The command-line tool prints its message and exits with status 3.
+    """
+
+
 class UsageError(Exception):
     """A user's mistake: bad flag, unusable path, data or model that cannot be had.
 

@@ -73,6 +73,12 @@ def _load_tfds(dataset: str, size: int, data_dir: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def chunks(array, size: int):
+    """Yields consecutive slices of ``array`` of at most ``size`` items: bounds memory."""
+    for start in range(0, len(array), size):
+        yield array[start:start + size]
+
+
 def to_float(images: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     """uint8 in [0, 255] -> float in [-1, 1]."""
     return tf.cast(images, dtype) / 127.5 - 1.0

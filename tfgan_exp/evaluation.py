@@ -40,8 +40,9 @@ def summarise(name: str, logits: np.ndarray, stats: FeatureStats,
 
 
 def float_batches(images_uint8: np.ndarray, size: int = 500):
-    for start in range(0, len(images_uint8), size):
-        yield data.to_float(images_uint8[start:start + size]).numpy()
+    """uint8 images, chunk by chunk, as float32 in [-1, 1]."""
+    for chunk in data.chunks(images_uint8, size):
+        yield data.to_float(chunk).numpy()
 
 
 def real_stats(classifier, images: np.ndarray, label: str, cache_dir: str,
@@ -89,8 +90,7 @@ class EpochEvaluator:
 
     def __call__(self, sampler) -> Dict[str, float]:
         start = time.perf_counter()
-        generated = (sampler(self.z[i:i + self.chunk_size])
-                     for i in range(0, len(self.z), self.chunk_size))
+        generated = (sampler(z) for z in data.chunks(self.z, self.chunk_size))
         logits, stats = classify(self.classifier, generated)
         record = summarise(self.classifier.name, logits, stats, self.reference)
         record["eval_seconds"] = time.perf_counter() - start

@@ -17,6 +17,7 @@ from absl import app
 
 import tfgan_exp  # noqa: F401
 from tfgan_exp.config import G_LOSS_NAMES, UsageError
+from tfgan_exp.rundir import RunDir
 
 COLOURS = dict(zip(G_LOSS_NAMES, ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]))
 
@@ -28,7 +29,6 @@ def find_runs(root: str) -> List[dict]:
         if "config.json" in files and "metrics.jsonl" in files:
             with open(os.path.join(folder, "config.json")) as f:
                 config = json.load(f)
-            from tfgan_exp.rundir import RunDir
             metrics = RunDir(folder).read_metrics()
             if metrics:
                 runs.append({"dir": folder, "config": config, "metrics": metrics})
@@ -89,9 +89,9 @@ def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
             fid_bests = [min((r[fid] for r in run["metrics"] if fid in r), default=None)
                          for run in runs]
             row.update({"final FID": _mean_std(fid_finals), "best FID": _mean_std(fid_bests)})
-        hours = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run["metrics"])
-                 / 60 for run in runs]
-        row["minutes"] = _mean_std(hours)
+        minutes = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run["metrics"])
+                   / 60 for run in runs]
+        row["minutes"] = _mean_std(minutes)
         rows.append(row)
     return rows
 

@@ -103,8 +103,9 @@ def _read_png_folder(path, what):
 
 def score_images(images, classifier, reference=None) -> dict:
     """The score command's record for float images [N, H, W, C] in [-1, 1]."""
+    from tfgan_exp.data import chunks
     from tfgan_exp.evaluation import classify, summarise
-    logits, stats = classify(classifier, (images[i:i + 500] for i in range(0, len(images), 500)))
+    logits, stats = classify(classifier, chunks(images, 500))
     record = summarise(classifier.name, logits, stats, reference)
     name = classifier.name
     record[f"{name}_score_std_10"] = record.pop(f"{name}_score_std")

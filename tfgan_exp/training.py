@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_exp import data, distribute, evaluation, models
-from tfgan_exp.config import Config, UsageError
+from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.gan import GAN
 from tfgan_exp.losses import loss_pair
 from tfgan_exp.rundir import RunDir, check_writable, image_grid
@@ -37,10 +37,6 @@ def build_gan(config: Config, image_shape) -> GAN:
     d_optimizer.build(discriminator.trainable_variables)
     gan.compile(g_optimizer, d_optimizer, steps_per_execution=config.steps_per_execution)
     return gan
-
-
-class TrainingDiverged(Exception):
-    """A loss or gradient norm became NaN or infinite; the last good checkpoint is kept."""
 
 
 class NonFiniteGuard(tf.keras.callbacks.Callback):
@@ -79,8 +75,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
     def __init__(self, config: Config, run_dir: RunDir, sampler: Sampler,
                  manager: tf.train.CheckpointManager, epoch_counter: tf.Variable,
                  steps_per_epoch: int, images_per_step: int, chief: bool,
-                 evaluators: List[Evaluator] = (), eval_every: int = 1,
-                 guard: Optional[NonFiniteGuard] = None):
+                 evaluators: List[Evaluator] = (), guard: Optional[NonFiniteGuard] = None):
         super().__init__()
         self.guard = guard
         self.config = config
@@ -92,7 +87,6 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.images_per_step = images_per_step
         self.chief = chief
         self.evaluators = list(evaluators)
-        self.eval_every = eval_every
         self.fixed_z = data.fixed_noise(SAMPLE_GRID, config.latent_dim, config.seed)
         self.writer = None
         self.last_record: Optional[dict] = None
@@ -114,7 +108,8 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         record.update({k: float(v) for k, v in (logs or {}).items()})
         record["seconds"] = train_seconds
         record["images_per_sec"] = self.steps_per_epoch * self.images_per_step / train_seconds
-        due = self.eval_every and number % self.eval_every == 0
+        every = self.config.eval_every
+        due = every and number % every == 0
         if due or number == self.config.epochs:
             for evaluate in self.evaluators:
                 record.update(evaluate(self.sampler))
@@ -221,7 +216,7 @@ def run(config: Config) -> Optional[dict]:
     guard = NonFiniteGuard(spe)
     recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), manager,
                              epoch_counter, spe, batches.images_per_step, chief,
-                             evaluators, config.eval_every, guard)
+                             evaluators, guard)
     print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
           f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
           f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
