@@ -36,7 +36,7 @@ def test_bad_values_are_named(overrides, message, monkeypatch):
 
 def test_defaults_resolve_per_dataset():
     digits = Config().resolved()
-    assert (digits.image_size, digits.width, digits.epochs, digits.d_loss) == (16, 16, 60, "bce")
+    assert (digits.image_size, digits.width, digits.epochs, digits.d_loss) == (32, 16, 60, "bce")
     assert digits.run_dir == "runs/digits-nonsat-seed0"
     stl = Config(dataset="stl10", g_loss="hinge", seed=2).resolved()
     assert (stl.image_size, stl.width, stl.d_loss) == (48, 64, "hinge")

@@ -12,7 +12,7 @@ from tfgan_exp import losses, training
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.gan import METRIC_NAMES
 
-TINY = dict(dataset="digits", width=4, latent_dim=8, batch_size=64, strategy="default",
+TINY = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64, strategy="default",
             eval_samples=100)
 
 
@@ -51,7 +51,8 @@ def test_run_writes_the_run_directory(finished_run):
     assert samples == ["epoch_0001.png", "epoch_0002.png"]
     grid = tf.io.decode_png(tf.io.read_file(os.path.join(run_dir, "samples", samples[0])))
     assert grid.shape == (8 * 16, 8 * 16, 1)
-    assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")).endswith("ckpt-2")
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    assert latest.endswith(f"ckpt-{2 * 28}")  # named by global step
 
 
 def test_tensorboard_has_scalars_and_sample_grids(finished_run):
@@ -129,9 +130,9 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkey
     # generator loss is NaN, so the resumed run diverges at its first step.
     monkeypatch.setitem(losses.G_LOSSES, "nonsat", lambda f: f * float("nan"))
     with pytest.raises(training.TrainingDiverged,
-                       match=r"epoch 2, step 29: .*g_loss = nan.*ckpt-1"):
+                       match=r"epoch 2, step 29: .*g_loss = nan.*ckpt-28"):
         training.run(Config(epochs=3, **config))
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1]
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    assert latest.endswith("ckpt-1")  # the good state, neither overwritten nor deleted
+    assert latest.endswith("ckpt-28")  # the good state, neither overwritten nor deleted
     assert sorted(os.listdir(os.path.join(run_dir, "samples"))) == ["epoch_0001.png"]

@@ -21,7 +21,7 @@ flags.DEFINE_string("dataset", "digits", f"Dataset: {', '.join(DATASETS)}, or a 
                     "from TFDS.")
 flags.DEFINE_string("data_dir", "", "Directory of prepared TFDS data (default: TFDS's own).")
 flags.DEFINE_integer("image_size", 0, "Image side in pixels, a multiple of 8, 8..512; "
-                     "0 = the dataset's default (digits 16, cifar10 32, stl10 48).")
+                     "0 = the dataset's default (digits 32, cifar10 32, stl10 48).")
 flags.DEFINE_string("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}, or a "
                     "comma list for a grid. minimax is the saturating min log(1 - D(G(z))); "
                     "nonsat is max log D(G(z)).")
@@ -63,6 +63,11 @@ flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. 
                     "Default: runs/<dataset>-<g_loss>-seed<seed>.")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again.")
+flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint within epochs, every N "
+                     "global steps (0 = only at epoch ends), 0..10^9.")
+flags.DEFINE_boolean("deterministic", False, "Deterministic ops (tf enable_op_determinism): "
+                     "a killed and resumed run equals the uninterrupted one, bit for bit. "
+                     "Slower on GPU.")
 
 
 GRID_FLAGS = ("dataset", "g_loss", "seed")
@@ -135,6 +140,9 @@ def main(argv):
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
+    except training.Interrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        sys.exit(128 + error.signum)  # the shell's convention for "killed by a signal"
 
 
 def run():

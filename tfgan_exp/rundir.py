@@ -22,7 +22,8 @@ from tfgan_exp.config import Config, UsageError
 # they change where or how fast training runs, or how long, not what it computes.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "strategy", "tpu", "data_dir", "run_dir", "steps_per_execution",
-    "keep_checkpoints", "overwrite", "eval_every", "inception_model", "cache_dir"})
+    "keep_checkpoints", "checkpoint_every_steps", "deterministic", "overwrite", "eval_every",
+    "inception_model", "cache_dir"})
 
 
 def check_writable(path: str) -> None:

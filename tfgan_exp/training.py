@@ -1,4 +1,5 @@
 """``run(config)``: build everything under the strategy, resume, fit, record each epoch."""
+import signal
 import sys
 import tempfile
 import time
@@ -8,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_exp import data, distribute, evaluation, models
+from tfgan_exp.checkpointing import StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.gan import GAN
 from tfgan_exp.losses import loss_pair
@@ -37,6 +39,16 @@ def build_gan(config: Config, image_shape) -> GAN:
     d_optimizer.build(discriminator.trainable_variables)
     gan.compile(g_optimizer, d_optimizer, steps_per_execution=config.steps_per_execution)
     return gan
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT stopped training after a finished step, which was checkpointed."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Optional[str]):
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after step {step}; saved {checkpoint}. "
+                         "Run the same command to resume.")
 
 
 class NonFiniteGuard(tf.keras.callbacks.Callback):
@@ -73,16 +85,15 @@ class EpochRecorder(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, config: Config, run_dir: RunDir, sampler: Sampler,
-                 manager: tf.train.CheckpointManager, epoch_counter: tf.Variable,
-                 steps_per_epoch: int, images_per_step: int, chief: bool,
-                 evaluators: List[Evaluator] = (), guard: Optional[NonFiniteGuard] = None):
+                 state: TrainingState, steps_per_epoch: int, images_per_step: int,
+                 chief: bool, evaluators: List[Evaluator] = (),
+                 guard: Optional[NonFiniteGuard] = None):
         super().__init__()
         self.guard = guard
         self.config = config
         self.run_dir = run_dir
         self.sampler = sampler
-        self.manager = manager
-        self.epoch_counter = epoch_counter
+        self.state = state
         self.steps_per_epoch = steps_per_epoch
         self.images_per_step = images_per_step
         self.chief = chief
@@ -98,16 +109,21 @@ class EpochRecorder(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._start_step = self.state.step
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.failure:
             return  # a diverged state is never recorded or checkpointed
+        step = self.state.step
+        if step % self.steps_per_epoch:
+            return  # stopped within the epoch (a signal): nothing to record
         number = epoch + 1  # epochs are counted from 1 in every output
         train_seconds = time.perf_counter() - self._start
-        record = {"epoch": number, "step": number * self.steps_per_epoch}
+        record = {"epoch": number, "step": step}
         record.update({k: float(v) for k, v in (logs or {}).items()})
-        record["seconds"] = train_seconds
-        record["images_per_sec"] = self.steps_per_epoch * self.images_per_step / train_seconds
+        record["seconds"] = train_seconds  # this process's share, for a resumed epoch
+        record["images_per_sec"] = ((step - self._start_step) * self.images_per_step
+                                    / train_seconds)
         every = self.config.eval_every
         due = every and number % every == 0
         if due or number == self.config.epochs:
@@ -123,8 +139,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
                         tf.summary.scalar(key, value)
                 tf.summary.image("samples", grid[None])
             self.writer.flush()
-        self.epoch_counter.assign(number)
-        self.manager.save(checkpoint_number=number)
+        self.state.save()
         self._epoch_seconds.append(time.perf_counter() - self._start)
         self.last_record = record
         print(progress_line(record, self.config.epochs, self._epoch_seconds), flush=True)
@@ -156,15 +171,6 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def restore_latest(manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoint,
-                   epoch_counter: tf.Variable) -> int:
-    """Restores the newest checkpoint; returns the number of finished epochs (0 if none)."""
-    if manager.latest_checkpoint is None:
-        return 0
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    return int(epoch_counter.numpy())
-
-
 def run(config: Config) -> Optional[dict]:
     """Trains (or resumes) one run; returns the last epoch's metrics record.
 
@@ -174,8 +180,13 @@ def run(config: Config) -> Optional[dict]:
     Raises:
       UsageError: a user's mistake, found before any training step and before the run
         directory is created.
+      TrainingDiverged: a non-finite loss or gradient norm; the last good checkpoint
+        is kept.
+      Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved.
     """
     config = config.resolved()
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     check_writable(config.run_dir)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     replicas = strategy.num_replicas_in_sync
@@ -189,44 +200,62 @@ def run(config: Config) -> Optional[dict]:
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
-        epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(
-            generator=gan.generator, discriminator=gan.discriminator,
-            g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer, epoch=epoch_counter)
 
     chief = distribute.is_chief(strategy)
     run_dir = RunDir(config.run_dir)
+    existing = run_dir.saved_config() is not None and not config.overwrite
     if chief:
         run_dir.prepare(config, overwrite=config.overwrite)
     # Non-chief workers must save too (saving is collective) but somewhere of their own.
     checkpoint_dir = run_dir.checkpoint_dir if chief else tempfile.mkdtemp()
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
-                                         max_to_keep=config.keep_checkpoints)
-    start_epoch = restore_latest(manager, checkpoint, epoch_counter)
+    state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints)
+    spe = batches.steps_per_epoch
+    start_step = state.restore()
+    start_epoch, offset = divmod(start_step, spe)
     if chief:
         run_dir.keep_metrics_through(start_epoch)
-    if start_epoch:
-        print(f"resuming {config.run_dir} after epoch {start_epoch}", file=sys.stderr)
+    if existing and not start_step:
+        print(f"note: {config.run_dir} holds no complete checkpoint yet; training starts "
+              "from the beginning", file=sys.stderr)
+    if start_step:
+        print(f"resuming {config.run_dir} at step {start_step} (epoch {start_epoch + 1}, "
+              f"step {offset} of {spe})", file=sys.stderr)
     if start_epoch >= config.epochs:
         print(f"{config.run_dir}: already trained for {start_epoch} epochs", file=sys.stderr)
         records = run_dir.read_metrics()
         return records[-1] if records else None
 
-    spe = batches.steps_per_epoch
     guard = NonFiniteGuard(spe)
-    recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), manager,
-                             epoch_counter, spe, batches.images_per_step, chief,
-                             evaluators, guard)
+    recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), state,
+                             spe, batches.images_per_step, chief, evaluators, guard)
     print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
           f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
           f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
           f"{config.run_dir}", file=sys.stderr, flush=True)
-    gan.fit(batches.dataset(start_epoch * spe, config.epochs * spe),
-            epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=spe,
-            callbacks=[guard, recorder], verbose=0)
+    # A run resumed within an epoch first finishes that epoch (a fit of its remaining
+    # steps, with the epoch's running means put back), then fits whole epochs.
+    phases = []
+    if offset:
+        phases.append((start_epoch, start_epoch + 1, spe - offset))
+        start_epoch += 1
+    if start_epoch < config.epochs:
+        phases.append((start_epoch, config.epochs, spe))
+    resumed_means = state.tracker_values() if offset else None
+    with StopSignals() as signals:
+        checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps, signals,
+                                        guard, resumed_means)
+        for first_epoch, end_epoch, steps in phases:
+            first_step = state.step
+            gan.fit(batches.dataset(first_step, first_step + (end_epoch - first_epoch) * steps),
+                    epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
+                    callbacks=[guard, checkpointer, recorder], verbose=0)
+            if guard.failure or signals.received is not None:
+                break
     if guard.failure:
-        kept = manager.latest_checkpoint or "none yet"
+        kept = state.manager.latest_checkpoint or "none yet"
         raise TrainingDiverged(f"{guard.failure}. The last good checkpoint is kept "
                                f"({kept}); lower the learning rates or change the loss.")
+    if signals.received is not None:
+        raise Interrupted(signals.received, state.step, state.manager.latest_checkpoint)
     return recorder.last_record
 

@@ -1,0 +1,119 @@
+"""Crashes, signals and damaged checkpoints cost at most the work since the last save."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, run_command
+from tfgan_exp import training
+from tfgan_exp.config import Config, UsageError
+
+TIMING = {"seconds", "images_per_sec", "eval_seconds"}  # wall-clock keys, never equal
+
+
+def command(run_dir, cache_dir):
+    return ["run.py", "--deterministic", "--image_size=16", "--epochs=3", "--batch_size=16", "--width=4",
+            "--latent_dim=8", "--eval_samples=50", "--checkpoint_every_steps=7",
+            f"--cache_dir={cache_dir}", f"--run_dir={run_dir}"]
+
+
+def metrics_without_timing(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir):
+    run_dir = str(tmp_path_factory.mktemp("reference") / "run")
+    result = run_command(*command(run_dir, cache_dir))
+    assert result.returncode == 0, result.stderr
+    return metrics_without_timing(run_dir)
+
+
+def interrupt(run_dir, cache_dir, signum):
+    """Starts the run, sends ``signum`` once a checkpoint is complete; returns the process.
+
+    A checkpoint is complete once TensorFlow's ``checkpoint`` state file names it.
+    """
+    process = subprocess.Popen([sys.executable, *command(run_dir, cache_dir)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint")):
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signum)
+    process.communicate(timeout=120)
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
+        tmp_path, cache_dir, reference, signum):
+    run_dir = str(tmp_path / "run")
+    process = interrupt(run_dir, cache_dir, signum)
+    if signum == signal.SIGTERM:  # finishes the step, saves, exits non-zero and says so
+        assert process.returncode == 128 + signal.SIGTERM
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.index"))
+    resumed = run_command(*command(run_dir, cache_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    assert metrics_without_timing(run_dir) == reference  # to the last bit, every epoch once
+
+
+def test_sigterm_message_says_how_to_resume(tmp_path, cache_dir):
+    process = subprocess.Popen([sys.executable, *command(str(tmp_path / "run"), cache_dir)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    while not os.path.exists(str(tmp_path / "run" / "checkpoints" / "checkpoint")):
+        assert process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT
+    assert "stopped by SIGINT after step" in stderr and "Run the same command" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_one_before(tmp_path, cache_dir, capsys):
+    run_dir = str(tmp_path / "run")
+    config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
+                  eval_every=0, checkpoint_every_steps=10, cache_dir=cache_dir, run_dir=run_dir)
+    training.run(Config(epochs=1, **config))
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-28")
+    data_file = glob.glob(os.path.join(checkpoints, "ckpt-28.data-*"))[0]
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    training.run(Config(epochs=2, **config))
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "ckpt-28 cannot be restored" in err
+    assert "falling back to" in err and "ckpt-20" in err
+    assert "resuming" in err and "at step 20" in err
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+
+
+def test_no_readable_checkpoint_stops_instead_of_starting_over(tmp_path, cache_dir):
+    run_dir = str(tmp_path / "run")
+    config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
+                  eval_every=0, cache_dir=cache_dir, run_dir=run_dir)
+    training.run(Config(epochs=1, **config))
+    for data_file in glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.data-*")):
+        with open(data_file, "wb") as f:
+            f.write(b"not a checkpoint")
+    with pytest.raises(UsageError, match="no checkpoint .* can be restored.*--overwrite"):
+        training.run(Config(epochs=2, **config))
+
+
+def test_report_command_rejects_a_missing_directory(tmp_path):
+    result = run_command("-m", "tfgan_exp.report", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "not a directory" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,139 @@
+"""The training state on disk: what a checkpoint holds, when it is written, how it is read.
+
+A checkpoint holds everything a run depends on: G and D (with batch-norm statistics and
+spectral-norm vectors), both Adam optimizers' moments and iteration counts, and the
+running sums of this epoch's logged means. The global step is the generator
+optimizer's iteration count; since the data and noise of step s depend only on
+(seed, s), nothing else is needed to continue exactly. Checkpoints are named by global
+step (``ckpt-<step>``); TensorFlow writes the data files first and then renames the
+index, so a write cut short leaves the previous checkpoint as the newest.
+"""
+import signal
+import sys
+from typing import List, Optional
+
+import tensorflow as tf
+
+from tfgan_exp.config import UsageError
+
+
+class TrainingState:
+    """The checkpoint of one GAN, kept in ``directory`` (the newest ``keep``)."""
+
+    def __init__(self, gan, directory: str, keep: int):
+        self.gan = gan
+        self.checkpoint = tf.train.Checkpoint(
+            generator=gan.generator, discriminator=gan.discriminator,
+            g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer,
+            trackers=dict(gan.trackers))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+
+    @property
+    def step(self) -> int:
+        """Global steps done: one generator update each."""
+        return int(self.gan.g_optimizer.iterations.numpy())
+
+    def save(self) -> str:
+        return self.manager.save(checkpoint_number=self.step)
+
+    def restore(self) -> int:
+        """Restores the newest readable checkpoint; returns its global step (0 if none).
+
+        A damaged newest checkpoint (truncated, wrong shapes, another configuration) is
+        reported and the one before it tried; if none can be read the run stops rather
+        than silently starting again from scratch.
+        """
+        paths = list(reversed(self.manager.checkpoints))
+        for number, path in enumerate(paths):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+                return self.step
+            # The reader raises these for truncated, foreign or mismatched files.
+            except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as error:
+                reason = str(error).strip().splitlines()[0][:200]
+                fallback = (f"falling back to {paths[number + 1]}" if number + 1 < len(paths)
+                            else "no older checkpoint to fall back to")
+                print(f"warning: checkpoint {path} cannot be restored ({type(error).__name__}:"
+                      f" {reason}); {fallback}", file=sys.stderr)
+        if paths:
+            raise UsageError(f"no checkpoint in {self.manager.directory} can be restored; "
+                             "move the run directory away, or pass --overwrite to delete it "
+                             "and start again")
+        return 0
+
+    def tracker_values(self) -> List:
+        """Current values of the epoch-mean trackers' variables (to carry across a reset)."""
+        return [v.numpy() for t in self.gan.trackers.values() for v in t.variables]
+
+    def set_tracker_values(self, values) -> None:
+        variables = [v for t in self.gan.trackers.values() for v in t.variables]
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT are recorded instead of killing the process.
+
+    Training polls ``received`` after every step, finishes that step, saves and exits:
+    a preempted or Ctrl-C'd run loses no finished step.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class StepCheckpointer(tf.keras.callbacks.Callback):
+    """Saves within epochs: every ``every_steps`` global steps (0 = never) and on a signal.
+
+    Epoch ends are left to the epoch recorder, which writes the epoch's metrics line
+    before it saves: a checkpoint at an epoch's end always has that epoch's line.
+    It also puts back this epoch's running means when a run resumes mid-epoch (Keras
+    resets them at the start of every epoch), so the resumed epoch's logged means equal
+    the uninterrupted run's.
+    """
+
+    def __init__(self, state: TrainingState, steps_per_epoch: int, every_steps: int,
+                 signals: StopSignals, guard, resumed_tracker_values=None):
+        super().__init__()
+        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.signals = signals
+        self.guard = guard
+        self.resumed_tracker_values = resumed_tracker_values
+        self._last_saved = state.step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.resumed_tracker_values is not None:
+            self.state.set_tracker_values(self.resumed_tracker_values)
+            self.resumed_tracker_values = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.guard.failure:
+            return  # never save a diverged state
+        step = self.state.step
+        at_epoch_end = step % self.steps_per_epoch == 0
+        if self.signals.received is not None:
+            self.model.stop_training = True
+        else:
+            every = self.every_steps
+            if not every or step // every <= self._last_saved // every:
+                return  # no multiple of every_steps passed since the last save
+        if not at_epoch_end:
+            self.state.save()
+            self._last_saved = step
