@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install demo test study clean
+.PHONY: install demo test study bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,8 @@ study: $(STAMP)
 	$(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --seeds=2 --run_dir=$(STUDY_DIR) $(ARGS)
 	$(PY) -m tfgan_exp.report $(STUDY_DIR)
 	rm -rf docs/digits-study && mkdir -p docs && cp -r $(STUDY_DIR)/report docs/digits-study
+
+# The training-step benchmark against a plain tf.function loop and PyTorch (CPU build).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) -m tfgan_exp.bench $(ARGS)

@@ -47,3 +47,13 @@ def test_run_py_trains_and_writes_a_run(tmp_path, cache_dir):
     record = json.loads((run_dir / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and record["digits_score"] >= 1.0
     assert sorted(os.listdir(run_dir / "samples")) == ["epoch_0001.png"]
+
+
+def test_bench_prints_its_json_last(tmp_path):
+    result = run_command("-m", "tfgan_exp.bench", "--width=4", "--batch_size=8", "--steps=2",
+                         "--rounds=1", "--warmup=1", "--eval_images=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("train_images_per_sec", "train_step_ms", "eval_images_per_sec",
+                "peak_memory_mb", "plain_tf_step_ms", "speed_vs_plain_tf"):
+        assert record[key] > 0, key

@@ -42,15 +42,19 @@ class InceptionClassifier:
 
     Images are resized to 299x299 bilinearly, as TF-GAN's examples do; gray images are
     repeated over three channels. Args: ``handle``, the TF-Hub URL or a local directory
-    holding the SavedModel; ``chunk_size``, images per forward pass (bounds memory).
+    holding the SavedModel; ``chunk_size``, images per forward pass (bounds memory);
+    ``module``, a callable with the same outputs to use instead of loading ``handle``.
     """
     name = "inception"
 
-    def __init__(self, handle: str = INCEPTION_URL, chunk_size: int = 200):
+    def __init__(self, handle: str = INCEPTION_URL, chunk_size: int = 200, module=None):
         self.chunk_size = chunk_size
-        self.module = _load_saved_model(handle)
-        pb = os.path.join(handle, "saved_model.pb")
-        self.fingerprint = _sha256_file(pb) if os.path.exists(pb) else handle
+        if module is not None:  # an already-built network, e.g. the benchmark's stand-in
+            self.module, self.fingerprint = module, f"module:{id(module)}"
+        else:
+            self.module = _load_saved_model(handle)
+            pb = os.path.join(handle, "saved_model.pb")
+            self.fingerprint = _sha256_file(pb) if os.path.exists(pb) else handle
 
         @tf.function(reduce_retracing=True)
         def forward(images):
@@ -76,6 +80,18 @@ class InceptionClassifier:
                    for chunk in chunks(np.asarray(images, np.float32), self.chunk_size)]
         return (np.concatenate([o[0].numpy() for o in outputs]),
                 np.concatenate([o[1].numpy() for o in outputs]))
+
+
+def inception_standin():
+    """An untrained Inception-v3 with the module's outputs (logits [1008], pool_3 [2048]).
+
+    Built locally (no download): the same network and cost as the real module, for
+    timing evaluation where the module cannot be had. Its scores mean nothing.
+    """
+    net = tf.keras.applications.InceptionV3(weights=None, classes=1008,
+                                            classifier_activation=None)
+    return tf.keras.Model(net.input, {"logits": net.output,
+                                      "pool_3": net.get_layer("avg_pool").output})
 
 
 def _load_saved_model(handle: str):

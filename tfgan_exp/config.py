@@ -11,6 +11,7 @@ from typing import Any, Dict
 
 DATASETS = ("digits", "cifar10", "stl10")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+MIXED_PRECISION = ("", "bf16")  # "" = float32; bf16 needs no loss scaling
 G_LOSS_NAMES = ("minimax", "nonsat", "hinge", "wgan-gp", "lsgan")
 D_LOSS_NAMES = ("bce", "hinge", "wgan-gp", "lsgan")
 # Each generator loss's discriminator partner, the default for --d_loss (DESIGN.md table).
@@ -77,6 +78,8 @@ class Config:
     strategy: str = "auto"
     tpu: str = ""               # TPU name or address, or "local" on a TPU VM
     steps_per_execution: int = 1
+    mixed_precision: str = ""   # "" (float32) or "bf16"; D's logits stay float32
+    jit_compile: bool = False   # XLA-compile the train step
     # evaluation
     eval_every: int = 1         # epochs between evaluations; 0 = never (the last epoch always)
     eval_samples: int = 0       # generated images per evaluation; 0 = dataset default
@@ -112,6 +115,10 @@ class Config:
         if self.d_loss:
             _choice("d_loss", self.d_loss, D_LOSS_NAMES)
         _choice("strategy", self.strategy, STRATEGIES)
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UsageError(f"--mixed_precision={self.mixed_precision}: unknown; choose bf16 "
+                             "or leave it empty for float32 (fp16 with loss scaling is not "
+                             "implemented yet)")
         for name, low, high in (("image_size", 0, 512), ("width", 0, 1024),
                                 ("latent_dim", 1, 4096), ("epochs", 0, 100_000),
                                 ("batch_size", 1, 65_536), ("d_steps", 1, 100),
@@ -136,7 +143,7 @@ class Config:
         for name in ("beta1", "beta2"):
             _real(name, getattr(self, name), 0.0, 1.0, high_open=True)
         _real("gp_weight", self.gp_weight, 0.0, 1e6)
-        for name in ("spectral_norm", "overwrite", "deterministic"):
+        for name in ("spectral_norm", "overwrite", "deterministic", "jit_compile"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"--{name}={getattr(self, name)!r}: must be true or false")
         if self.strategy == "tpu" and not self.tpu and not os.environ.get("TPU_NAME"):

@@ -28,8 +28,15 @@ def build_gan(config: Config, image_shape) -> GAN:
     The optimizers are built eagerly so that a checkpoint restores their moments and
     iteration counts (a lazily built optimizer silently skips them).
     """
-    generator = models.build_generator(image_shape, config.latent_dim, config.width)
-    discriminator = models.build_discriminator(image_shape, config.width, config.spectral_norm)
+    previous_policy = tf.keras.mixed_precision.global_policy()
+    if config.mixed_precision == "bf16":
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:  # layers keep the policy they were built under
+        generator = models.build_generator(image_shape, config.latent_dim, config.width)
+        discriminator = models.build_discriminator(image_shape, config.width,
+                                                   config.spectral_norm)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous_policy)
     gan = GAN(generator, discriminator,
               loss_pair(config.g_loss, config.d_loss, config.gp_weight),
               global_batch_size=config.batch_size, d_steps=config.d_steps)
@@ -37,7 +44,8 @@ def build_gan(config: Config, image_shape) -> GAN:
     d_optimizer = tf.keras.optimizers.Adam(config.lr_d, config.beta1, config.beta2)
     g_optimizer.build(generator.trainable_variables)
     d_optimizer.build(discriminator.trainable_variables)
-    gan.compile(g_optimizer, d_optimizer, steps_per_execution=config.steps_per_execution)
+    gan.compile(g_optimizer, d_optimizer, steps_per_execution=config.steps_per_execution,
+                jit_compile=config.jit_compile)
     return gan
 
 
@@ -207,7 +215,10 @@ def run(config: Config) -> Optional[dict]:
     if chief:
         run_dir.prepare(config, overwrite=config.overwrite)
     # Non-chief workers must save too (saving is collective) but somewhere of their own.
-    checkpoint_dir = run_dir.checkpoint_dir if chief else tempfile.mkdtemp()
+    checkpoint_dir = (run_dir.checkpoint_dir if chief
+                      else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
+    if not chief:
+        print(f"non-chief worker: checkpoints in {checkpoint_dir}", file=sys.stderr)
     state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints)
     spe = batches.steps_per_epoch
     start_step = state.restore()

@@ -1,0 +1,70 @@
+"""Strategy choice, and two worker processes training together over loopback."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from tfgan_exp import distribute
+from tfgan_exp.config import UsageError
+
+
+def test_auto_picks_tpu_when_configured_else_default_on_cpu(monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    assert distribute.resolve_name("auto") == "default"  # no GPU here
+    assert distribute.resolve_name("auto", tpu="local") == "tpu"
+    monkeypatch.setenv("TPU_NAME", "my-tpu")
+    assert distribute.resolve_name("auto") == "tpu"
+    assert distribute.resolve_name("mirrored") == "mirrored"
+
+
+def test_multiworker_needs_a_valid_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UsageError, match="needs the cluster in TF_CONFIG"):
+        distribute.make_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(UsageError, match="TF_CONFIG is not valid JSON"):
+        distribute.make_strategy("multiworker")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cache_dir):
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config))
+        processes.append(subprocess.Popen(
+            [sys.executable, "run.py", "--strategy=multiworker", "--epochs=2",
+             "--image_size=16", "--width=4", "--latent_dim=8", "--eval_samples=50",
+             f"--cache_dir={cache_dir}", f"--run_dir={tmp_path / f'run{index}'}"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=400) for p in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    assert "on 2 replica(s)" in outputs[0][1]
+    # Only the chief (worker 0) writes the run directory.
+    chief_dir, other_dir = tmp_path / "run0", tmp_path / "run1"
+    assert [json.loads(l)["epoch"] for l in open(chief_dir / "metrics.jsonl")] == [1, 2]
+    assert not other_dir.exists()
+    # Every worker ends with the same weights.
+    other_checkpoints = re.search(r"non-chief worker: checkpoints in (\S+)",
+                                  outputs[1][1]).group(1)
+    chief = tf.train.load_checkpoint(str(chief_dir / "checkpoints"))
+    other = tf.train.load_checkpoint(other_checkpoints)
+    names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("generator/",
+                                                                           "discriminator/"))]
+    assert len(names) > 10
+    for name in names:
+        np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name), name)

@@ -1,0 +1,218 @@
+"""Time the training step and the evaluation: ``python -m tfgan_exp.bench``.
+
+Times, side by side and alternating in rounds, one training step (``--d_steps`` = 1) of
+  * ``ours``: the GAN that run.py builds, through Keras's own train function (the code
+    fit runs: strategy, replica all-reduce, loss reduction, metric trackers);
+  * ``plain_tf``: the same networks and loss in a bare ``tf.function`` loop;
+  * ``torch``: the same networks in PyTorch, when torch is installed
+    (``pip install -r requirements-bench.txt``);
+all on the same random data, after a warm-up. Then times the Inception forward with the
+resize to 299x299 (``--inception_model`` directory, or an untrained Inception-v3
+stand-in of the same size). The last line printed is one JSON object.
+"""
+import json
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
+from tfgan_exp.config import Config, UsageError
+
+F = flags.FLAGS
+flags.DEFINE_integer("image_size", 32, "Image side in pixels, a multiple of 8.")
+flags.DEFINE_integer("batch_size", 64, "Global batch per step.")
+flags.DEFINE_integer("width", 64, "Network width w (64 = SN-GAN's standard CNN).")
+flags.DEFINE_integer("steps", 20, "Timed steps per implementation per round.")
+flags.DEFINE_integer("warmup", 5, "Untimed steps first (tracing, autotuning).")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds; the median round is reported.")
+flags.DEFINE_string("g_loss", "nonsat", "Generator loss of 'ours' (the others use nonsat).")
+flags.DEFINE_string("mixed_precision", "", "bf16 or empty (float32), for 'ours'.")
+flags.DEFINE_boolean("jit_compile", False, "XLA for 'ours' and 'plain_tf'.")
+flags.DEFINE_integer("steps_per_execution", 1, "Steps per call of 'ours'.")
+flags.DEFINE_integer("eval_images", 200, "Images through Inception for the eval rate; 0 = skip.")
+flags.DEFINE_string("inception_model", "", "Local Inception SavedModel; empty = stand-in.")
+flags.DEFINE_boolean("compare", True, "Also time plain_tf and torch.")
+
+
+def _random_batch(config, image_shape, seed=0):
+    rng = np.random.default_rng(seed)
+    b, latent = config.batch_size, config.latent_dim
+    return {"images": rng.integers(0, 256, (b, 1) + image_shape, dtype=np.uint8),
+            "z_d": rng.standard_normal((b, 1, latent), dtype=np.float32),
+            "z_g": rng.standard_normal((b, latent), dtype=np.float32),
+            "gp_eps": rng.random((b, 1), dtype=np.float32)}
+
+
+def ours(config, image_shape):
+    """A callable running ``steps_per_execution`` steps of the real train function."""
+    import tensorflow as tf
+    from tfgan_exp.training import build_gan
+    strategy = tf.distribute.get_strategy()
+    gan = build_gan(config, image_shape)
+    batch = _random_batch(config, image_shape)
+    dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(2)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    train_function = gan.make_train_function()
+    steps = config.steps_per_execution
+
+    def run():
+        logs = train_function(iterator)
+        float(logs["d_loss"])  # wait for the device
+    return run, steps
+
+
+def plain_tf(config, image_shape):
+    """The same networks and non-saturating loss in a bare tf.function loop."""
+    import tensorflow as tf
+    from tfgan_exp import models
+    g = models.build_generator(image_shape, config.latent_dim, config.width)
+    d = models.build_discriminator(image_shape, config.width)
+    g_opt = tf.keras.optimizers.Adam(config.lr_g, config.beta1, config.beta2)
+    d_opt = tf.keras.optimizers.Adam(config.lr_d, config.beta1, config.beta2)
+    batch = {k: tf.constant(v) for k, v in _random_batch(config, image_shape).items()}
+
+    @tf.function(jit_compile=config.jit_compile)
+    def step(images, z_d, z_g):
+        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        with tf.GradientTape() as tape:
+            fake = g(z_d, training=True)
+            d_loss = tf.reduce_mean(tf.nn.softplus(-d(real, training=True))
+                                    + tf.nn.softplus(d(fake, training=True)))
+        d_opt.apply_gradients(zip(tape.gradient(d_loss, d.trainable_variables),
+                                  d.trainable_variables))
+        with tf.GradientTape() as tape:
+            g_loss = tf.reduce_mean(tf.nn.softplus(-d(g(z_g, training=True), training=True)))
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, g.trainable_variables),
+                                  g.trainable_variables))
+        return d_loss
+
+    def run():
+        float(step(batch["images"][:, 0], batch["z_d"][:, 0], batch["z_g"]))
+    return run, 1
+
+
+def torch_step(config, image_shape):
+    """The same networks in PyTorch (NHWC data transposed once), or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from torch import nn
+    torch.manual_seed(0)
+    size, _, channels = image_shape
+    w, m = config.width, size // 8
+    g = nn.Sequential(
+        nn.Linear(config.latent_dim, m * m * 8 * w, bias=False), nn.BatchNorm1d(m * m * 8 * w),
+        nn.ReLU(), nn.Unflatten(1, (8 * w, m, m)),
+        *[layer for c_in, c_out in ((8 * w, 4 * w), (4 * w, 2 * w), (2 * w, w)) for layer in (
+            nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU())],
+        nn.Conv2d(w, channels, 3, 1, 1), nn.Tanh())
+    plan = [(channels, w, 3, 1), (w, w, 4, 2), (w, 2 * w, 3, 1), (2 * w, 2 * w, 4, 2),
+            (2 * w, 4 * w, 3, 1), (4 * w, 4 * w, 4, 2), (4 * w, 8 * w, 3, 1)]
+    d = nn.Sequential(*[layer for c_in, c_out, k, s in plan for layer in (
+        nn.Conv2d(c_in, c_out, k, s, (k - 1) // 2 if s == 1 else 1), nn.LeakyReLU(0.1))],
+        nn.Flatten(), nn.Linear(m * m * 8 * w, 1))
+    g_opt = torch.optim.Adam(g.parameters(), config.lr_g, (config.beta1, config.beta2))
+    d_opt = torch.optim.Adam(d.parameters(), config.lr_d, (config.beta1, config.beta2))
+    batch = _random_batch(config, image_shape)
+    images = torch.from_numpy(batch["images"][:, 0]).permute(0, 3, 1, 2).contiguous()
+    z_d, z_g = torch.from_numpy(batch["z_d"][:, 0]), torch.from_numpy(batch["z_g"])
+    softplus = nn.functional.softplus
+
+    def run():
+        real = images.float() / 127.5 - 1.0
+        d_opt.zero_grad()
+        d_loss = (softplus(-d(real)) + softplus(d(g(z_d).detach()))).mean()
+        d_loss.backward()
+        d_opt.step()
+        g_opt.zero_grad()
+        g_loss = softplus(-d(g(z_g))).mean()
+        g_loss.backward()
+        g_opt.step()
+        d_loss.item()  # wait for the step, as the others do
+    return run, 1
+
+
+def _time(run, steps_per_call, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (time.perf_counter() - start) / (calls * steps_per_call)
+
+
+def eval_rate(num_images: int, image_size: int, handle: str) -> float:
+    """Images per second through Inception with the resize, after one warm-up chunk."""
+    from tfgan_exp.classifiers import InceptionClassifier, inception_standin
+    classifier = (InceptionClassifier(handle) if handle
+                  else InceptionClassifier(module=inception_standin()))
+    images = np.random.default_rng(0).uniform(-1, 1, (num_images, image_size, image_size, 3))
+    classifier(images[:classifier.chunk_size])
+    start = time.perf_counter()
+    classifier(images)
+    return num_images / (time.perf_counter() - start)
+
+
+def peak_memory_mb() -> float:
+    """Peak accelerator memory if there is a GPU, else the process's peak resident memory."""
+    import tensorflow as tf
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv):
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    try:
+        config = Config(dataset="cifar10", image_size=F.image_size, width=F.width,
+                        batch_size=F.batch_size, g_loss=F.g_loss,
+                        mixed_precision=F.mixed_precision, jit_compile=F.jit_compile,
+                        steps_per_execution=F.steps_per_execution).resolved()
+        for name in ("steps", "rounds"):
+            if F[name].value < 1:
+                raise UsageError(f"--{name}={F[name].value}: must be at least 1")
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    image_shape = (config.image_size, config.image_size, 3)
+    candidates = {"ours": ours(config, image_shape)}
+    if F.compare:
+        candidates["plain_tf"] = plain_tf(config, image_shape)
+        torch_candidate = torch_step(config, image_shape)
+        if torch_candidate is not None:
+            candidates["torch"] = torch_candidate
+    for run, steps in candidates.values():  # warm-up: tracing, autotuning, allocation
+        _time(run, steps, max(1, F.warmup // steps))
+    rounds = {name: [] for name in candidates}
+    for _ in range(F.rounds):  # alternate, so that drifts in machine load hit all alike
+        for name, (run, steps) in candidates.items():
+            rounds[name].append(_time(run, steps, max(1, F.steps // steps)))
+    step_seconds = {name: statistics.median(times) for name, times in rounds.items()}
+    result = {
+        "train_step_ms": 1000 * step_seconds["ours"],
+        "train_images_per_sec": config.batch_size / step_seconds["ours"],
+        **{f"{name}_step_ms": 1000 * s for name, s in step_seconds.items() if name != "ours"},
+        **{f"speed_vs_{name}": s / step_seconds["ours"]
+           for name, s in step_seconds.items() if name != "ours"},
+    }
+    if F.eval_images:
+        result["eval_images_per_sec"] = eval_rate(F.eval_images, config.image_size,
+                                                  F.inception_model)
+    result["peak_memory_mb"] = peak_memory_mb()
+    result["settings"] = {"image_size": config.image_size, "batch_size": config.batch_size,
+                          "width": config.width, "mixed_precision": config.mixed_precision,
+                          "jit_compile": config.jit_compile, "rounds": F.rounds,
+                          "steps": F.steps}
+    for name, seconds in step_seconds.items():
+        print(f"{name:>9}: {1000 * seconds:8.1f} ms/step  "
+              f"{config.batch_size / seconds:8.0f} images/s")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
