@@ -18,7 +18,8 @@ TIMING = {"seconds", "images_per_sec", "eval_seconds"}  # wall-clock keys, never
 
 
 def command(run_dir, cache_dir):
-    return ["run.py", "--deterministic", "--image_size=16", "--epochs=3", "--batch_size=16", "--width=4",
+    return ["run.py", "--deterministic", "--image_size=16", "--epochs=3", "--batch_size=16",
+            "--width=4",
             "--latent_dim=8", "--eval_samples=50", "--checkpoint_every_steps=7",
             f"--cache_dir={cache_dir}", f"--run_dir={run_dir}"]
 
