@@ -71,3 +71,17 @@ def test_optimizer_iterations_count_updates(two_cpus):
     assert int(gan.g_optimizer.iterations.numpy()) == 2
     assert int(gan.d_optimizer.iterations.numpy()) == 6
     assert all(np.isfinite(v) for v in logs.values())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_are_finite_with_float32_logits(precision):
+    config = tiny_config(d_steps=1, mixed_precision=precision)
+    batches = data.TrainingBatches(np.zeros((64,) + IMAGE_SHAPE, np.uint8), 8, 1, 8, seed=0)
+    gan, logs = one_step(tf.distribute.get_strategy(), config, batches)
+    assert gan.generator.get_layer("g_dense").compute_dtype == {"bf16": "bfloat16",
+                                                                "fp16": "float16"}[precision]
+    assert gan.discriminator.output.dtype == tf.float32
+    assert int(gan.g_optimizer.iterations.numpy()) == 2
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    if precision == "fp16":
+        assert isinstance(gan.d_optimizer, tf.keras.mixed_precision.LossScaleOptimizer)

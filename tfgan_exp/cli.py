@@ -59,8 +59,9 @@ flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for IS and FID:
                     "their own small classifier instead.")
 flags.DEFINE_string("cache_dir", "", "Cache of the digits classifier and real-image "
                     "statistics; default $TFGAN_EXP_CACHE or ~/.cache/tfgan_exp.")
-flags.DEFINE_string("mixed_precision", "", "Mixed precision: bf16, or empty for float32. "
-                    "The discriminator's logits and the losses stay float32.")
+flags.DEFINE_string("mixed_precision", "", "Mixed precision: bf16, fp16 (with dynamic loss "
+                    "scaling for both optimizers), or empty for float32. The discriminator's "
+                    "logits and the losses stay float32.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. "
                     "Default: runs/<dataset>-<g_loss>-seed<seed>.")

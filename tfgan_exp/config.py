@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 DATASETS = ("digits", "cifar10", "stl10")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
-MIXED_PRECISION = ("", "bf16")  # "" = float32; bf16 needs no loss scaling
+MIXED_PRECISION = ("", "bf16", "fp16")  # "" = float32; fp16 uses dynamic loss scaling
 G_LOSS_NAMES = ("minimax", "nonsat", "hinge", "wgan-gp", "lsgan")
 D_LOSS_NAMES = ("bce", "hinge", "wgan-gp", "lsgan")
 # Each generator loss's discriminator partner, the default for --d_loss (DESIGN.md table).
@@ -78,7 +78,7 @@ class Config:
     strategy: str = "auto"
     tpu: str = ""               # TPU name or address, or "local" on a TPU VM
     steps_per_execution: int = 1
-    mixed_precision: str = ""   # "" (float32) or "bf16"; D's logits stay float32
+    mixed_precision: str = ""   # "" (float32), "bf16" or "fp16"; D's logits stay float32
     jit_compile: bool = False   # XLA-compile the train step
     # evaluation
     eval_every: int = 1         # epochs between evaluations; 0 = never (the last epoch always)
@@ -116,9 +116,8 @@ class Config:
             _choice("d_loss", self.d_loss, D_LOSS_NAMES)
         _choice("strategy", self.strategy, STRATEGIES)
         if self.mixed_precision not in MIXED_PRECISION:
-            raise UsageError(f"--mixed_precision={self.mixed_precision}: unknown; choose bf16 "
-                             "or leave it empty for float32 (fp16 with loss scaling is not "
-                             "implemented yet)")
+            raise UsageError(f"--mixed_precision={self.mixed_precision}: unknown; choose bf16, "
+                             "fp16, or leave it empty for float32")
         for name, low, high in (("image_size", 0, 512), ("width", 0, 1024),
                                 ("latent_dim", 1, 4096), ("epochs", 0, 100_000),
                                 ("batch_size", 1, 65_536), ("d_steps", 1, 100),

@@ -64,13 +64,33 @@ class GAN(tf.keras.Model):
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
 
     @staticmethod
-    def _apply(optimizer, loss, tape, variables):
-        """Sums the gradient over replicas, applies it, returns its global norm."""
-        grads = tape.gradient(loss, variables)
+    def _scaled(optimizer, loss):
+        """The loss to differentiate: multiplied by the loss scale under float16."""
+        if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+            return optimizer.get_scaled_loss(loss)
+        return loss
+
+    @staticmethod
+    def _apply(optimizer, scaled_loss, tape, variables):
+        """Sums the gradient over replicas and applies it.
+
+        Returns (global norm, weight for its running mean). Under float16 loss scaling a
+        step whose gradient overflowed is skipped by the optimizer (and the scale
+        lowered); its norm is then left out of the mean (weight 0) instead of ending
+        the run. Everywhere else a non-finite norm is logged, and stops training.
+        """
+        grads = tape.gradient(scaled_loss, variables)
+        loss_scaling = isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+        if loss_scaling:
+            grads = optimizer.get_unscaled_gradients(grads)
         grads = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, grads)
         optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
-        return tf.linalg.global_norm(grads)
+        norm = tf.linalg.global_norm(grads)
+        if not loss_scaling:
+            return norm, 1.0
+        finite = tf.math.is_finite(norm)
+        return tf.where(finite, norm, 0.0), tf.cast(finite, tf.float32)
 
     def _d_step(self, real_images, z, gp_eps):
         losses = self.losses_pair
@@ -84,8 +104,9 @@ class GAN(tf.keras.Model):
                 per_example += losses.gp_weight * penalty
             else:
                 penalty = tf.zeros_like(per_example)
-            loss = self._mean_loss(per_example)
-        norm = self._apply(self.d_optimizer, loss, tape, self.discriminator.trainable_variables)
+            loss = self._scaled(self.d_optimizer, self._mean_loss(per_example))
+        norm, weight = self._apply(self.d_optimizer, loss, tape,
+                                   self.discriminator.trainable_variables)
         t = self.trackers
         t["d_loss"].update_state(per_example)
         t["gradient_penalty"].update_state(penalty)
@@ -93,16 +114,17 @@ class GAN(tf.keras.Model):
         t["d_fake_logit"].update_state(fake_logits)
         t["d_real_prob"].update_state(tf.sigmoid(real_logits))
         t["d_fake_prob"].update_state(tf.sigmoid(fake_logits))
-        t["d_grad_norm"].update_state(norm)
+        t["d_grad_norm"].update_state(norm, sample_weight=weight)
 
     def _g_step(self, z):
         with tf.GradientTape() as tape:
             fake_logits = self._logits(self.generator(z, training=True))
             per_example = self.losses_pair.g_fn(fake_logits)
-            loss = self._mean_loss(per_example)
-        norm = self._apply(self.g_optimizer, loss, tape, self.generator.trainable_variables)
+            loss = self._scaled(self.g_optimizer, self._mean_loss(per_example))
+        norm, weight = self._apply(self.g_optimizer, loss, tape,
+                                   self.generator.trainable_variables)
         self.trackers["g_loss"].update_state(per_example)
-        self.trackers["g_grad_norm"].update_state(norm)
+        self.trackers["g_grad_norm"].update_state(norm, sample_weight=weight)
 
     def train_step(self, data):
         """One step on this replica's slice of ``data`` (see ``data.TrainingBatches``)."""

@@ -16,6 +16,7 @@ from tfgan_exp.losses import loss_pair
 from tfgan_exp.rundir import RunDir, check_writable, image_grid
 from tfgan_exp.sampling import Sampler
 
+MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 SAMPLE_GRID = 64  # fixed-noise images per sample grid (8 x 8)
 
 # An evaluator takes the Sampler and returns metrics to add to the epoch's record.
@@ -29,8 +30,8 @@ def build_gan(config: Config, image_shape) -> GAN:
     iteration counts (a lazily built optimizer silently skips them).
     """
     previous_policy = tf.keras.mixed_precision.global_policy()
-    if config.mixed_precision == "bf16":
-        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if config.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy(MIXED_POLICIES[config.mixed_precision])
     try:  # layers keep the policy they were built under
         generator = models.build_generator(image_shape, config.latent_dim, config.width)
         discriminator = models.build_discriminator(image_shape, config.width,
@@ -42,6 +43,9 @@ def build_gan(config: Config, image_shape) -> GAN:
               global_batch_size=config.batch_size, d_steps=config.d_steps)
     g_optimizer = tf.keras.optimizers.Adam(config.lr_g, config.beta1, config.beta2)
     d_optimizer = tf.keras.optimizers.Adam(config.lr_d, config.beta1, config.beta2)
+    if config.mixed_precision == "fp16":  # dynamic loss scaling, one scale per network
+        g_optimizer = tf.keras.mixed_precision.LossScaleOptimizer(g_optimizer)
+        d_optimizer = tf.keras.mixed_precision.LossScaleOptimizer(d_optimizer)
     g_optimizer.build(generator.trainable_variables)
     d_optimizer.build(discriminator.trainable_variables)
     gan.compile(g_optimizer, d_optimizer, steps_per_execution=config.steps_per_execution,
