@@ -57,3 +57,8 @@ def test_bench_prints_its_json_last(tmp_path):
     for key in ("train_images_per_sec", "train_step_ms", "eval_images_per_sec",
                 "peak_memory_mb", "plain_tf_step_ms", "speed_vs_plain_tf"):
         assert record[key] > 0, key
+    estimate = record["estimated_run"]
+    assert estimate["total_hours"] == pytest.approx(
+        estimate["train_hours"] + estimate["eval_hours"])
+    assert estimate["train_hours"] == pytest.approx(
+        50_000 // 8 * 300 * record["train_step_ms"] / 1000 / 3600)

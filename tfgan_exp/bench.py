@@ -36,6 +36,22 @@ flags.DEFINE_integer("steps_per_execution", 1, "Steps per call of 'ours'.")
 flags.DEFINE_integer("eval_images", 200, "Images through Inception for the eval rate; 0 = skip.")
 flags.DEFINE_string("inception_model", "", "Local Inception SavedModel; empty = stand-in.")
 flags.DEFINE_boolean("compare", True, "Also time plain_tf and torch.")
+flags.DEFINE_integer("estimate_images", 50_000, "Training images per epoch for the cost "
+                     "estimate (CIFAR-10 50,000; STL-10 100,000).")
+flags.DEFINE_integer("estimate_epochs", 300, "Epochs per run for the cost estimate.")
+flags.DEFINE_integer("estimate_eval_samples", 10_000, "Images per evaluation (one per "
+                     "epoch) for the cost estimate.")
+
+
+def run_hours(step_seconds: float, batch_size: int, eval_images_per_sec: float) -> dict:
+    """Estimated hours of one run: training steps plus one evaluation per epoch."""
+    steps = F.estimate_images // batch_size * F.estimate_epochs
+    train = steps * step_seconds / 3600
+    evaluate = (F.estimate_epochs * F.estimate_eval_samples / eval_images_per_sec / 3600
+                if eval_images_per_sec else 0.0)
+    return {"train_hours": train, "eval_hours": evaluate, "total_hours": train + evaluate,
+            "images_per_epoch": F.estimate_images, "epochs": F.estimate_epochs,
+            "eval_samples": F.estimate_eval_samples}
 
 
 def _random_batch(config, image_shape, seed=0):
@@ -203,6 +219,8 @@ def main(argv):
     if F.eval_images:
         result["eval_images_per_sec"] = eval_rate(F.eval_images, config.image_size,
                                                   F.inception_model)
+    result["estimated_run"] = run_hours(step_seconds["ours"], config.batch_size,
+                                        result.get("eval_images_per_sec", 0.0))
     result["peak_memory_mb"] = peak_memory_mb()
     result["settings"] = {"image_size": config.image_size, "batch_size": config.batch_size,
                           "width": config.width, "mixed_precision": config.mixed_precision,
@@ -211,6 +229,11 @@ def main(argv):
     for name, seconds in step_seconds.items():
         print(f"{name:>9}: {1000 * seconds:8.1f} ms/step  "
               f"{config.batch_size / seconds:8.0f} images/s")
+    estimate = result["estimated_run"]
+    print(f"one run of {estimate['epochs']} epochs x {estimate['images_per_epoch']} images, "
+          f"evaluating {estimate['eval_samples']} images each epoch: about "
+          f"{estimate['total_hours']:.1f} h here ({estimate['train_hours']:.1f} h training, "
+          f"{estimate['eval_hours']:.1f} h evaluation)")
     print(json.dumps(result))
 
 

@@ -61,11 +61,14 @@ def _series(runs, key):
     return np.array(epochs), table
 
 
-def _mean_std(values) -> str:
+def _mean_std(values, decimals: int = 3) -> str:
+    """'mean ± std' over seeds (just the value for one seed, '–' for none)."""
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
     if not len(values):
         return "–"
-    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    if len(values) == 1:
+        return f"{values[0]:.{decimals}f}"
+    return f"{values.mean():.{decimals}f} ± {values.std():.{decimals}f}"
 
 
 def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
@@ -74,7 +77,7 @@ def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
     for label, runs in groups.items():
         score, fid, _ = score_keys([r for run in runs for r in run["metrics"]])
         row = {"loss": label, "seeds": len(runs),
-               "epochs": _mean_std([run["metrics"][-1]["epoch"] for run in runs])}
+               "epochs": _mean_std([run["metrics"][-1]["epoch"] for run in runs], 0)}
         if score:
             finals = [next((r[score] for r in reversed(run["metrics"]) if score in r), None)
                       for run in runs]
@@ -83,7 +86,7 @@ def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
             best_epochs = [max((r for r in run["metrics"] if score in r),
                                key=lambda r: r[score])["epoch"] for run in runs]
             row.update({"final score": _mean_std(finals), "best score": _mean_std(bests),
-                        "epoch of best": _mean_std(best_epochs)})
+                        "epoch of best": _mean_std(best_epochs, 1)})
             fid_finals = [next((r[fid] for r in reversed(run["metrics"]) if fid in r), None)
                           for run in runs]
             fid_bests = [min((r[fid] for r in run["metrics"] if fid in r), default=None)
@@ -91,7 +94,7 @@ def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
             row.update({"final FID": _mean_std(fid_finals), "best FID": _mean_std(fid_bests)})
         minutes = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run["metrics"])
                    / 60 for run in runs]
-        row["minutes"] = _mean_std(minutes)
+        row["minutes"] = _mean_std(minutes, 1)
         rows.append(row)
     return rows
 
