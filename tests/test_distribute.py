@@ -2,9 +2,11 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -39,28 +41,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cache_dir):
+def start_workers(tmp_path, cache_dir, *args):
+    """Two run.py processes joined over loopback, given the same --run_dir (tmp_path/run)."""
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = dict(os.environ, TF_CONFIG=json.dumps(tf_config))
         processes.append(subprocess.Popen(
-            [sys.executable, "run.py", "--strategy=multiworker", "--epochs=2",
-             "--image_size=16", "--width=4", "--latent_dim=8", "--eval_samples=50",
-             f"--cache_dir={cache_dir}", f"--run_dir={tmp_path / f'run{index}'}"],
+            [sys.executable, "run.py", "--strategy=multiworker", "--image_size=16",
+             "--width=4", "--latent_dim=8", f"--cache_dir={cache_dir}",
+             f"--run_dir={tmp_path / 'run'}", *args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cache_dir):
+    processes = start_workers(tmp_path, cache_dir, "--epochs=2", "--eval_samples=50")
     outputs = [p.communicate(timeout=400) for p in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     assert "on 2 replica(s)" in outputs[0][1]
-    # Only the chief (worker 0) writes the run directory.
-    chief_dir, other_dir = tmp_path / "run0", tmp_path / "run1"
+    # Only the chief (worker 0) writes the run directory; the other keeps its
+    # checkpoints elsewhere.
+    chief_dir = tmp_path / "run"
     assert [json.loads(l)["epoch"] for l in open(chief_dir / "metrics.jsonl")] == [1, 2]
-    assert not other_dir.exists()
-    # Every worker ends with the same weights.
+    assert "non-chief worker" not in outputs[0][1]
     other_checkpoints = re.search(r"non-chief worker: checkpoints in (\S+)",
                                   outputs[1][1]).group(1)
+    assert not other_checkpoints.startswith(str(chief_dir))
+    # Every worker ends with the same weights.
     chief = tf.train.load_checkpoint(str(chief_dir / "checkpoints"))
     other = tf.train.load_checkpoint(other_checkpoints)
     names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("generator/",
@@ -68,3 +78,30 @@ def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cach
     assert len(names) > 10
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name), name)
+
+
+def test_sigterm_to_one_worker_stops_all_at_one_step_and_resumes(tmp_path, cache_dir):
+    args = ["--epochs=3", "--batch_size=16", "--eval_every=0"]
+    processes = start_workers(tmp_path, cache_dir, *args)
+    state_file = tmp_path / "run" / "checkpoints" / "checkpoint"
+    deadline = time.time() + 300
+    while not state_file.exists():  # the first epoch's checkpoint: training is under way
+        assert all(p.poll() is None for p in processes) and time.time() < deadline
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)  # a preemption notice to one worker only
+    outputs = [p.communicate(timeout=300) for p in processes]
+    steps = []
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+        steps.append(int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1)))
+    assert steps[0] == steps[1]  # both saved at the step they agreed on
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith(
+        f"ckpt-{steps[0]}")
+    resumed = start_workers(tmp_path, cache_dir, *args)
+    outputs = [p.communicate(timeout=400) for p in resumed]
+    for process, (_, err) in zip(resumed, outputs):
+        assert process.returncode == 0, err[-3000:]
+    for _, err in outputs:  # both workers continue from the chief's checkpoint
+        assert f"resuming {tmp_path / 'run'} at step {steps[0]}" in err
+    records = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["epoch"] for r in records] == [1, 2, 3]

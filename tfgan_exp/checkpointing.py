@@ -18,15 +18,23 @@ from tfgan_exp.config import UsageError
 
 
 class TrainingState:
-    """The checkpoint of one GAN, kept in ``directory`` (the newest ``keep``)."""
+    """The checkpoint of one GAN, kept in ``directory`` (the newest ``keep``).
 
-    def __init__(self, gan, directory: str, keep: int):
+    ``restore_directory`` (default: ``directory``) is where a resume reads from: a
+    non-chief worker saves into a directory of its own but resumes from the chief's, so
+    that every worker starts from the same step.
+    """
+
+    def __init__(self, gan, directory: str, keep: int, restore_directory: str = ""):
         self.gan = gan
         self.checkpoint = tf.train.Checkpoint(
             generator=gan.generator, discriminator=gan.discriminator,
             g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer,
             trackers=dict(gan.trackers))
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+        self.restore_manager = (
+            tf.train.CheckpointManager(self.checkpoint, restore_directory, max_to_keep=keep)
+            if restore_directory and restore_directory != directory else self.manager)
 
     @property
     def step(self) -> int:
@@ -43,7 +51,7 @@ class TrainingState:
         reported and the one before it tried; if none can be read the run stops rather
         than silently starting again from scratch.
         """
-        paths = list(reversed(self.manager.checkpoints))
+        paths = list(reversed(self.restore_manager.checkpoints))
         for number, path in enumerate(paths):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -56,7 +64,8 @@ class TrainingState:
                 print(f"warning: checkpoint {path} cannot be restored ({type(error).__name__}:"
                       f" {reason}); {fallback}", file=sys.stderr)
         if paths:
-            raise UsageError(f"no checkpoint in {self.manager.directory} can be restored; "
+            raise UsageError(f"no checkpoint in {self.restore_manager.directory} can be "
+                             "restored; "
                              "move the run directory away, or pass --overwrite to delete it "
                              "and start again")
         return 0
@@ -72,15 +81,14 @@ class TrainingState:
 
 
 class StopSignals:
-    """While active, SIGTERM and SIGINT are recorded instead of killing the process.
+    """While active, ``signals`` (SIGTERM and SIGINT) are recorded instead of killing us.
 
     Training polls ``received`` after every step, finishes that step, saves and exits:
     a preempted or Ctrl-C'd run loses no finished step.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+        self.SIGNALS = tuple(signals)
         self.received: Optional[int] = None
         self._previous = {}
 
@@ -97,6 +105,29 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+class ClusterPreemption:
+    """TensorFlow's PreemptionCheckpointHandler, for multiworker and TPU strategies.
+
+    A SIGTERM to any worker makes every worker save at one agreed step (a worker that
+    stopped alone would leave the others waiting at the next all-reduce); then
+    ``stopped`` turns true and training ends like any other signal. The handler
+    installs its own SIGTERM handler, so StopSignals handles only SIGINT alongside it.
+    """
+
+    def __init__(self, strategy, state: TrainingState):
+        self.stopped = False
+        config = tf.distribute.experimental.TerminationConfig(exit_fn=self._stop)
+        self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver, state.manager, termination_config=config)
+
+    def _stop(self):
+        self.stopped = True
+
+    def poll(self, step: int) -> None:
+        """Call once per step on every worker: saves there if a preemption is agreed."""
+        self.handler.save_checkpoint_if_preempted(checkpoint_number=step)
+
+
 class StepCheckpointer(tf.keras.callbacks.Callback):
     """Saves within epochs: every ``every_steps`` global steps (0 = never) and on a signal.
 
@@ -108,9 +139,11 @@ class StepCheckpointer(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, state: TrainingState, steps_per_epoch: int, every_steps: int,
-                 signals: StopSignals, guard, resumed_tracker_values=None):
+                 signals: StopSignals, guard, resumed_tracker_values=None,
+                 preemption: Optional[ClusterPreemption] = None):
         super().__init__()
         self.state = state
+        self.preemption = preemption
         self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
         self.signals = signals
@@ -128,6 +161,11 @@ class StepCheckpointer(tf.keras.callbacks.Callback):
             return  # never save a diverged state
         step = self.state.step
         at_epoch_end = step % self.steps_per_epoch == 0
+        if self.preemption is not None:
+            self.preemption.poll(step)  # saves itself when the cluster agrees to stop
+            if self.preemption.stopped:
+                self.model.stop_training = True
+                return
         if self.signals.received is not None:
             self.model.stop_training = True
         else:

@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_exp import data, distribute, evaluation, models
-from tfgan_exp.checkpointing import StepCheckpointer, StopSignals, TrainingState
+from tfgan_exp.checkpointing import (ClusterPreemption, StepCheckpointer, StopSignals,
+                                     TrainingState)
 from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.gan import GAN
 from tfgan_exp.losses import loss_pair
@@ -223,7 +224,10 @@ def run(config: Config) -> Optional[dict]:
                       else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
     if not chief:
         print(f"non-chief worker: checkpoints in {checkpoint_dir}", file=sys.stderr)
-    state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints)
+    # Every worker resumes from the chief's checkpoints: give all the same --run_dir, on
+    # storage they share.
+    state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints,
+                          restore_directory=run_dir.checkpoint_dir)
     spe = batches.steps_per_epoch
     start_step = state.restore()
     start_epoch, offset = divmod(start_step, spe)
@@ -256,20 +260,26 @@ def run(config: Config) -> Optional[dict]:
     if start_epoch < config.epochs:
         phases.append((start_epoch, config.epochs, spe))
     resumed_means = state.tracker_values() if offset else None
-    with StopSignals() as signals:
+    cluster = distribute.resolve_name(config.strategy, config.tpu) in ("multiworker", "tpu")
+    preemption = ClusterPreemption(strategy, state) if cluster else None
+    own_signals = (signal.SIGINT,) if cluster else (signal.SIGTERM, signal.SIGINT)
+    with StopSignals(own_signals) as signals:
         checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps, signals,
-                                        guard, resumed_means)
+                                        guard, resumed_means, preemption)
         for first_epoch, end_epoch, steps in phases:
             first_step = state.step
             gan.fit(batches.dataset(first_step, first_step + (end_epoch - first_epoch) * steps),
                     epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                     callbacks=[guard, checkpointer, recorder], verbose=0)
-            if guard.failure or signals.received is not None:
+            if guard.failure or signals.received is not None or (
+                    preemption is not None and preemption.stopped):
                 break
     if guard.failure:
         kept = state.manager.latest_checkpoint or "none yet"
         raise TrainingDiverged(f"{guard.failure}. The last good checkpoint is kept "
                                f"({kept}); lower the learning rates or change the loss.")
+    if preemption is not None and preemption.stopped:
+        raise Interrupted(signal.SIGTERM, state.step, state.manager.latest_checkpoint)
     if signals.received is not None:
         raise Interrupted(signals.received, state.step, state.manager.latest_checkpoint)
     return recorder.last_record
