@@ -118,3 +118,15 @@ def test_report_command_rejects_a_missing_directory(tmp_path):
     result = run_command("-m", "tfgan_exp.report", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_batch_that_does_not_split_across_replicas_is_refused(tmp_path, cache_dir,
+                                                                  two_cpus, monkeypatch):
+    # Two replicas from the two logical CPUs, standing in for two GPUs.
+    monkeypatch.setattr(training.distribute, "make_strategy",
+                        lambda name, tpu="": tf.distribute.MirroredStrategy(two_cpus))
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(UsageError, match="--batch_size=63 does not split across 2 replicas"):
+        training.run(Config(dataset="digits", batch_size=63, cache_dir=cache_dir,
+                            run_dir=run_dir))
+    assert not os.path.exists(run_dir)
