@@ -65,7 +65,7 @@ def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cach
     # Only the chief (worker 0) writes the run directory; the other keeps its
     # checkpoints elsewhere.
     chief_dir = tmp_path / "run"
-    assert [json.loads(l)["epoch"] for l in open(chief_dir / "metrics.jsonl")] == [1, 2]
+    assert [json.loads(line)["epoch"] for line in open(chief_dir / "metrics.jsonl")] == [1, 2]
     assert "non-chief worker" not in outputs[0][1]
     other_checkpoints = re.search(r"non-chief worker: checkpoints in (\S+)",
                                   outputs[1][1]).group(1)
@@ -103,5 +103,5 @@ def test_sigterm_to_one_worker_stops_all_at_one_step_and_resumes(tmp_path, cache
         assert process.returncode == 0, err[-3000:]
     for _, err in outputs:  # both workers continue from the chief's checkpoint
         assert f"resuming {tmp_path / 'run'} at step {steps[0]}" in err
-    records = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["epoch"] for r in records] == [1, 2, 3]

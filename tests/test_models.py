@@ -19,7 +19,7 @@ def test_networks_map_noise_to_images_to_logits(shape):
 
 def test_layer_plan_follows_the_sn_gan_table():
     d = models.build_discriminator((32, 32, 3), width=64)
-    convs = [l for l in d.layers if isinstance(l, tf.keras.layers.Conv2D)]
+    convs = [layer for layer in d.layers if isinstance(layer, tf.keras.layers.Conv2D)]
     assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
         (64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2), (256, 3, 1), (256, 4, 2), (512, 3, 1)]
     g = models.build_generator((32, 32, 3), latent_dim=128, width=64)
@@ -29,7 +29,8 @@ def test_layer_plan_follows_the_sn_gan_table():
 
 def test_spectral_norm_wraps_every_discriminator_layer():
     d = models.build_discriminator((16, 16, 1), width=4, spectral_norm=True)
-    wrapped = [l for l in d.layers if isinstance(l, tf.keras.layers.SpectralNormalization)]
+    spectral = tf.keras.layers.SpectralNormalization
+    wrapped = [layer for layer in d.layers if isinstance(layer, spectral)]
     assert len(wrapped) == 8  # seven convolutions and the dense logit
     x = tf.random.normal([2, 16, 16, 1])
     assert d(x, training=True).shape == (2, 1)

@@ -112,14 +112,23 @@ class TrainingBatches:
         self.seed = seed
         self.images_per_step = batch_size * d_steps
         self.steps_per_epoch = len(images) // self.images_per_step  # drop the remainder
+        self._cached_permutation = None
         if self.steps_per_epoch < 1:
             raise UsageError(
                 f"--batch_size={batch_size} x --d_steps={d_steps} = {self.images_per_step} "
                 f"images per step, but the dataset has only {len(images)} images")
 
-    @functools.lru_cache(maxsize=2)
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.images))
+        """The epoch's order of the images, computed once per epoch.
+
+        Cached on the instance (not with lru_cache, whose cache would keep every past
+        instance, and its images, alive across the runs of a grid).
+        """
+        cached = self._cached_permutation
+        if cached is None or cached[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.images))
+            cached = self._cached_permutation = (epoch, order)
+        return cached[1]
 
     def __call__(self, step: int) -> Dict[str, np.ndarray]:
         """The inputs of global step ``step`` (0-based), as numpy arrays."""
