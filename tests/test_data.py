@@ -77,3 +77,10 @@ def test_dataset_has_static_shapes_and_resumes_mid_stream():
 def test_too_few_images_for_one_step_is_a_usage_error():
     with pytest.raises(UsageError, match="images per step"):
         make_batches(n=10, batch=8, d_steps=2)
+
+
+def test_tfds_download_code_can_run(tmp_path):
+    # Downloading a dataset first asks where its builder's code lives, which imports
+    # importlib_resources: a dependency TFDS uses but does not declare (requirements.txt).
+    builder = tfds.builder("cifar10", data_dir=str(tmp_path))
+    assert str(builder.code_path).endswith("cifar.py")
