@@ -88,7 +88,7 @@ class StopSignals:
     """
 
     def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-        self.SIGNALS = tuple(signals)
+        self.handled = tuple(signals)
         self.received: Optional[int] = None
         self._previous = {}
 
@@ -96,7 +96,7 @@ class StopSignals:
         self.received = signum
 
     def __enter__(self):
-        for sig in self.SIGNALS:
+        for sig in self.handled:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
