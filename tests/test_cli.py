@@ -1,4 +1,5 @@
 """run.py as a user types it: bad input gets a message, good input trains."""
+import glob
 import json
 import os
 
@@ -51,12 +52,21 @@ def test_run_py_trains_and_writes_a_run(tmp_path, cache_dir):
 
 def test_bench_prints_its_json_last(tmp_path):
     result = run_command("-m", "tfgan_exp.bench", "--width=4", "--batch_size=8", "--steps=2",
-                         "--rounds=1", "--warmup=1", "--eval_images=4")
+                         "--rounds=2", "--warmup=1", "--eval_images=4", "--input_steps=5",
+                         f"--profile_dir={tmp_path / 'trace'}", "--profile_steps=2")
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("train_images_per_sec", "train_step_ms", "eval_images_per_sec",
-                "peak_memory_mb", "plain_tf_step_ms", "speed_vs_plain_tf"):
+                "peak_memory_mb", "plain_tf_step_ms", "speed_vs_plain_tf",
+                "input_images_per_sec"):
         assert record[key] > 0, key
+    assert len(record["round_step_ms"]["ours"]) == len(record["round_step_ms"]["plain_tf"]) == 2
+    # The profile: a table of both implementations' kernels, and traces TensorBoard reads.
+    assert "kernels per step" in result.stdout and "plain_tf ms" in result.stdout
+    assert "Conv2D" in result.stdout
+    for name in ("ours", "plain_tf"):
+        assert glob.glob(str(tmp_path / "trace" / name / "plugins" / "profile" / "*" /
+                             "*.xplane.pb")), name
     estimate = record["estimated_run"]
     assert estimate["total_hours"] == pytest.approx(
         estimate["train_hours"] + estimate["eval_hours"])

@@ -1,16 +1,20 @@
 """Time the training step and the evaluation: ``python -m tfgan_exp.bench``.
 
-Times, side by side and alternating in rounds, one training step (``--d_steps`` = 1) of
+Times, side by side, one training step (``--d_steps`` = 1) of
   * ``ours``: the GAN that run.py builds, through Keras's own train function (the code
     fit runs: strategy, replica all-reduce, loss reduction, metric trackers);
   * ``plain_tf``: the same networks and loss in a bare ``tf.function`` loop;
   * ``torch``: the same networks in PyTorch, when torch is installed
     (``pip install -r requirements-bench.txt``);
-all on the same random data, after a warm-up. Then times the Inception forward with the
-resize to 299x299 (``--inception_model`` directory, or an untrained Inception-v3
-stand-in of the same size). The last line printed is one JSON object.
+all on the same random data, after a warm-up, alternating in rounds that rotate who goes
+first. With ``--profile_dir`` it also traces 'ours' and 'plain_tf' with TensorFlow's
+profiler and prints their kernel time by op type (see ``profiling``). It times the
+training input pipeline alone, and the Inception forward with the resize to 299x299
+(``--inception_model`` directory, or an untrained Inception-v3 stand-in of the same
+size). The last line printed is one JSON object.
 """
 import json
+import os
 import resource
 import statistics
 import sys
@@ -36,6 +40,11 @@ flags.DEFINE_integer("steps_per_execution", 1, "Steps per call of 'ours'.")
 flags.DEFINE_integer("eval_images", 200, "Images through Inception for the eval rate; 0 = skip.")
 flags.DEFINE_string("inception_model", "", "Local Inception SavedModel; empty = stand-in.")
 flags.DEFINE_boolean("compare", True, "Also time plain_tf and torch.")
+flags.DEFINE_string("profile_dir", "", "If set, trace --profile_steps steps of 'ours' and "
+                    "'plain_tf' here (TensorBoard's Profile tab) and print kernel time by op type.")
+flags.DEFINE_integer("profile_steps", 10, "Steps traced per implementation with --profile_dir.")
+flags.DEFINE_integer("input_steps", 300, "Steps read from the training input pipeline for "
+                     "its rate; 0 = skip.")
 flags.DEFINE_integer("estimate_images", 50_000, "Training images per epoch for the cost "
                      "estimate (CIFAR-10 50,000; STL-10 100,000).")
 flags.DEFINE_integer("estimate_epochs", 300, "Epochs per run for the cost estimate.")
@@ -173,6 +182,45 @@ def eval_rate(num_images: int, image_size: int, handle: str) -> float:
     return num_images / (time.perf_counter() - start)
 
 
+def input_rate(config, image_shape, steps: int, num_images: int = 50_000) -> float:
+    """Images per second that the training input pipeline (``data.TrainingBatches``) yields.
+
+    Reads ``steps`` steps from the same pipeline ``run.py`` trains on, over ``num_images``
+    random uint8 images held in memory as the loaders hold them, with nothing consuming
+    them: the rate the pipeline can feed a step at most.
+    """
+    from tfgan_exp.data import TrainingBatches
+    images = np.random.default_rng(0).integers(0, 256, (num_images,) + image_shape, np.uint8)
+    batches = TrainingBatches(images, config.batch_size, config.d_steps, config.latent_dim, 0)
+    iterator = iter(batches.dataset(0, steps + 10))
+    for _ in range(10):  # warm-up: the first permutation, autotuning
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    # Deleted here, not at exit: an iterator whose numpy_function threads are still
+    # prefetching can hang the interpreter's shutdown.
+    del iterator
+    return steps * batches.images_per_step / seconds
+
+
+def profile(candidates, steps: int, logdir: str) -> str:
+    """Traces ``steps`` steps of 'ours' and 'plain_tf'; returns the op-type table."""
+    from tfgan_exp import profiling
+    times = {}
+    # A throwaway trace first: the profiler's first session pays its own start-up, which
+    # would otherwise slow the kernels of whichever implementation came first.
+    run, _ = candidates["ours"]
+    profiling.trace(run, 1, os.path.join(logdir, "warmup"))
+    for name in ("ours", "plain_tf"):
+        if name in candidates:
+            run, per_call = candidates[name]
+            path = profiling.trace(run, max(1, steps // per_call), os.path.join(logdir, name))
+            times[name] = profiling.kernels_by_type(path)
+    return profiling.format_table(times, steps)
+
+
 def peak_memory_mb() -> float:
     """Peak accelerator memory if there is a GPU, else the process's peak resident memory."""
     import tensorflow as tf
@@ -189,7 +237,7 @@ def main(argv):
                         batch_size=F.batch_size, g_loss=F.g_loss,
                         mixed_precision=F.mixed_precision, jit_compile=F.jit_compile,
                         steps_per_execution=F.steps_per_execution).resolved()
-        for name in ("steps", "rounds"):
+        for name in ("steps", "rounds", "profile_steps"):
             if F[name].value < 1:
                 raise UsageError(f"--{name}={F[name].value}: must be at least 1")
     except UsageError as error:
@@ -204,9 +252,16 @@ def main(argv):
             candidates["torch"] = torch_candidate
     for run, steps in candidates.values():  # warm-up: tracing, autotuning, allocation
         _time(run, steps, max(1, F.warmup // steps))
+    # Traced right after the warm-up: after ~100 runs TensorFlow's executor has learnt
+    # which kernels are cheap and stops emitting trace events for them.
+    table = profile(candidates, F.profile_steps, F.profile_dir) if F.profile_dir else ""
     rounds = {name: [] for name in candidates}
-    for _ in range(F.rounds):  # alternate, so that drifts in machine load hit all alike
-        for name, (run, steps) in candidates.items():
+    names = list(candidates)
+    for r in range(F.rounds):
+        # Alternate, and rotate who goes first: drifts in machine load and the cost of
+        # coming first in a round then fall on every implementation alike.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            run, steps = candidates[name]
             rounds[name].append(_time(run, steps, max(1, F.steps // steps)))
     step_seconds = {name: statistics.median(times) for name, times in rounds.items()}
     result = {
@@ -215,10 +270,15 @@ def main(argv):
         **{f"{name}_step_ms": 1000 * s for name, s in step_seconds.items() if name != "ours"},
         **{f"speed_vs_{name}": s / step_seconds["ours"]
            for name, s in step_seconds.items() if name != "ours"},
+        # Every round's time, so that the spread behind each median is visible.
+        "round_step_ms": {name: [round(1000 * s, 1) for s in times]
+                          for name, times in rounds.items()},
     }
     if F.eval_images:
         result["eval_images_per_sec"] = eval_rate(F.eval_images, config.image_size,
                                                   F.inception_model)
+    if F.input_steps:
+        result["input_images_per_sec"] = input_rate(config, image_shape, F.input_steps)
     result["estimated_run"] = run_hours(step_seconds["ours"], config.batch_size,
                                         result.get("eval_images_per_sec", 0.0))
     result["peak_memory_mb"] = peak_memory_mb()
@@ -227,8 +287,15 @@ def main(argv):
                           "jit_compile": config.jit_compile, "rounds": F.rounds,
                           "steps": F.steps}
     for name, seconds in step_seconds.items():
+        spread = result["round_step_ms"][name]
         print(f"{name:>9}: {1000 * seconds:8.1f} ms/step  "
-              f"{config.batch_size / seconds:8.0f} images/s")
+              f"{config.batch_size / seconds:8.0f} images/s  "
+              f"(rounds {min(spread):.1f}..{max(spread):.1f} ms)")
+    if "input_images_per_sec" in result:
+        print(f"    input: {result['input_images_per_sec']:8.0f} images/s from the "
+              f"training pipeline alone")
+    if table:
+        print(f"kernel time by op type (host CPU; trace in {F.profile_dir}):\n{table}")
     estimate = result["estimated_run"]
     print(f"one run of {estimate['epochs']} epochs x {estimate['images_per_epoch']} images, "
           f"evaluating {estimate['eval_samples']} images each epoch: about "
