@@ -65,3 +65,14 @@ def fake_inception_dir(tmp_path_factory):
 def cache_dir(tmp_path_factory):
     """One cache for the session: the digits classifier is trained once."""
     return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Stands in for a machine that can reach the TFDS download hosts.
+
+    Used with ``tfds.testing.mock_data``, which stands in for the downloaded files: the
+    loader checks the hosts of a dataset that is not prepared before TFDS downloads it.
+    """
+    from tfgan_exp import data
+    monkeypatch.setattr(data, "unreachable_hosts", lambda urls, timeout=10.0: [])

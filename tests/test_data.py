@@ -1,4 +1,6 @@
 """Datasets through the real loading code (TFDS mocked, no download) and the batch stream."""
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +18,7 @@ def test_digits_are_bundled_and_upsampled():
 
 @pytest.mark.parametrize("dataset, size, native", [("cifar10", 32, 32), ("stl10", 48, 96),
                                                    ("stl10", 96, 96)])
-def test_tfds_datasets_load_through_the_real_code(tmp_path, dataset, size, native):
+def test_tfds_datasets_load_through_the_real_code(tmp_path, online, dataset, size, native):
     name, split, _ = data.TFDS_SOURCES[dataset]
     with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
         images = data.load_images(dataset, size, str(tmp_path))
@@ -31,6 +33,30 @@ def test_a_tfds_dataset_that_cannot_be_had_is_a_usage_error(tmp_path, monkeypatc
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
     with pytest.raises(UsageError, match="(?s)cannot load the TFDS dataset 'cifar10'.*--data_dir"):
         data.load_images("cifar10", 32, str(tmp_path))
+
+
+def test_an_unreachable_download_host_is_reported_before_tfds_retries(tmp_path, monkeypatch):
+    # TFDS would retry for minutes; the loader names the host it cannot reach at once.
+    monkeypatch.setattr(tfds.image_classification.Cifar10, "url_infos",
+                        {"https://tfds-host.invalid/cifar-10-binary.tar.gz": None})
+    with pytest.raises(UsageError, match="(?s)not prepared there.*cannot connect to "
+                                         "tfds-host.invalid:443.*--data_dir=DIR"):
+        data.load_images("cifar10", 32, str(tmp_path))
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_host_check_connects_for_real(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert data.unreachable_hosts([f"http://127.0.0.1:{port}/data.tar.gz"]) == []
+    (problem,) = data.unreachable_hosts([f"http://127.0.0.1:{port}/data.tar.gz",
+                                         f"http://127.0.0.1:{port}/other.tar.gz"])
+    assert problem.startswith(f"127.0.0.1:{port} (")  # closed now; one entry per host
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert data.unreachable_hosts([f"http://127.0.0.1:{port}/data.tar.gz"]) == []
 
 
 def test_float_conversions_round_trip():

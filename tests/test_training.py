@@ -97,7 +97,8 @@ def test_nothing_is_written_for_a_run_that_cannot_start(tmp_path):
     assert not os.path.exists(run_dir)
 
 
-def test_cifar10_run_scores_with_inception_every_epoch(tmp_path, fake_inception_dir, cache_dir):
+def test_cifar10_run_scores_with_inception_every_epoch(tmp_path, fake_inception_dir, cache_dir,
+                                                      online):
     run_dir = str(tmp_path / "cifar")
     with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
         training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"), epochs=2,
@@ -113,7 +114,7 @@ def test_cifar10_run_scores_with_inception_every_epoch(tmp_path, fake_inception_
     assert glob.glob(os.path.join(cache_dir, "stats-inception-cifar10-32px-20-*.npz"))
 
 
-def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_dir):
+def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_dir, online):
     run_dir = str(tmp_path / "never")
     with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
         with pytest.raises(UsageError, match="no SavedModel there"):

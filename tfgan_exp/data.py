@@ -7,7 +7,10 @@ noise the uninterrupted run would have seen. Images become float in [-1, 1] on t
 accelerator (``to_float``), which keeps host-to-device traffic at one byte per pixel.
 """
 import functools
-from typing import Dict
+import os
+import socket
+import urllib.parse
+from typing import Dict, Iterable, List
 
 import numpy as np
 import tensorflow as tf
@@ -48,20 +51,51 @@ def _load_digits(size: int) -> np.ndarray:
     return _resize_uint8(pixels[..., None], size).numpy()
 
 
+def unreachable_hosts(urls: Iterable[str], timeout: float = 10.0) -> List[str]:
+    """The hosts of ``urls`` that cannot be connected to, each with why ([] if all can).
+
+    TFDS retries a failed download ten times with exponential back-off, about 3.5 minutes
+    when a name does not resolve; one connection attempt per host answers in seconds.
+    Behind a proxy (``*_PROXY`` set) the proxy connects for us, so nothing is checked.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                       "http_proxy", "ALL_PROXY", "all_proxy")):
+        return []
+    problems = []
+    for host, port in sorted({(u.hostname, u.port or (443 if u.scheme == "https" else 80))
+                              for u in map(urllib.parse.urlsplit, urls) if u.hostname}):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as error:
+            problems.append(f"{host}:{port} ({error})")
+    return problems
+
+
 def _load_tfds(dataset: str, size: int, data_dir: str) -> np.ndarray:
     import tensorflow_datasets as tfds  # slow import, needed for CIFAR-10 / STL-10 only
     name, split, _ = TFDS_SOURCES[dataset]
+
+    def cannot_load(reason: str) -> UsageError:
+        return UsageError(
+            f"cannot load the TFDS dataset {name!r} (split {split!r}) from "
+            f"{data_dir or 'the default TFDS directory'}: {reason}\n"
+            f"Prepare it once on a machine with network access "
+            f"(python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
+            f"data_dir='DIR')\") and pass --data_dir=DIR.")
+
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
+        unreachable = [] if builder.is_prepared() else unreachable_hosts(builder.url_infos or {})
+    except Exception as error:  # TFDS raises many types (files, registry)
+        raise cannot_load(f"{type(error).__name__}: {error}") from None
+    if unreachable:
+        raise cannot_load(f"it is not prepared there, and its download cannot start: "
+                          f"cannot connect to {', '.join(unreachable)}")
+    try:
         builder.download_and_prepare()
         source = builder.as_dataset(split=split, shuffle_files=False)
     except Exception as error:  # TFDS raises many types (network, files, checksums)
-        raise UsageError(
-            f"cannot load the TFDS dataset {name!r} (split {split!r}) from "
-            f"{data_dir or 'the default TFDS directory'}: {type(error).__name__}: {error}\n"
-            f"Prepare it once on a machine with network access "
-            f"(python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
-            f"data_dir='DIR')\") and pass --data_dir=DIR.") from None
+        raise cannot_load(f"{type(error).__name__}: {error}") from None
     batches = (source.map(lambda example: example["image"])
                .batch(1000)
                .map(functools.partial(_resize_uint8, size=size),
@@ -161,6 +195,7 @@ class TrainingBatches:
         spec = self.element_spec()
         keys = sorted(spec)
 
+        @tf.autograph.experimental.do_not_convert  # no Python control flow to convert
         def load(step):
             arrays = tf.numpy_function(
                 lambda s: tuple(self(s)[k] for k in keys), [step],
