@@ -61,6 +61,16 @@ def test_bench_prints_its_json_last(tmp_path):
                 "input_images_per_sec"):
         assert record[key] > 0, key
     assert len(record["round_step_ms"]["ours"]) == len(record["round_step_ms"]["plain_tf"]) == 2
+    # Evaluation sizing: Inception-v3 with the resize is about 11.5 GFLOP per image.
+    assert 11.0 < record["flops"]["eval_gflop_per_image"] < 12.0
+    assert record["flops"]["train_gflop_per_image"] > 0
+    estimate = record["estimated_run"]
+    assert estimate["eval_every"] == 8 and estimate["evaluations"] == 38  # 8, 16, ..., 296, 300
+    assert estimate["eval_every_for_10_percent"] * 0.1 >= estimate["eval_share"]
+    flops = record["flops"]
+    assert flops["run_pflop"] == pytest.approx(
+        (300 * 50_000 * flops["train_gflop_per_image"]
+         + 38 * 10_000 * flops["eval_gflop_per_image"]) / 1e6)
     # The profile: a table of both implementations' kernels, and traces TensorBoard reads.
     assert "kernels per step" in result.stdout and "plain_tf ms" in result.stdout
     assert "Conv2D" in result.stdout

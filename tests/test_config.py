@@ -22,6 +22,7 @@ BAD = [
     (dict(beta1=1.0), "--beta1=1.0: must be a number in [0.0, 1.0)"),
     (dict(gp_weight=-1.0), "--gp_weight=-1.0"),
     (dict(seed=-1), "--seed=-1"),
+    (dict(eval_every=-2), "--eval_every=-2: must be an integer from -1 to 100000"),
     (dict(strategy="tpu"), "--strategy=tpu needs --tpu"),
 ]
 
@@ -53,3 +54,10 @@ def test_from_dict_refuses_unknown_keys_and_wrong_types():
         Config.from_dict({"batch_size": "64"})
     assert Config.from_dict({"lr_g": 1})  # an int is a valid float
     assert dataclasses.is_dataclass(Config)
+
+
+def test_evaluation_cadence_defaults_per_dataset_and_an_explicit_one_is_kept():
+    assert [Config(dataset=name).resolved().eval_every for name in ("digits", "cifar10",
+                                                                     "stl10")] == [1, 8, 2]
+    assert Config(dataset="cifar10", eval_every=1).resolved().eval_every == 1  # the article's
+    assert Config(dataset="cifar10", eval_every=0).resolved().eval_every == 0  # never

@@ -35,3 +35,9 @@ def test_table_reports_per_step_time_shares_and_kernel_counts():
     assert rows["other (1 op types)"] == ["0.80", "8.0%", "0.00", "0.0%"]
     assert rows["total kernel time"] == ["10.00", "100.0%", "10.00", "100.0%"]
     assert rows["kernels per step"] == ["12.0", "6.0"]
+
+
+def test_flops_are_counted_on_the_graph():
+    matmul = tf.function(lambda a, b: tf.matmul(a, b)).get_concrete_function(
+        tf.TensorSpec([4, 5]), tf.TensorSpec([5, 6]))
+    assert profiling.graph_flops(matmul) == 2 * 4 * 5 * 6  # a multiply and an add each

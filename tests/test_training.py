@@ -97,17 +97,18 @@ def test_nothing_is_written_for_a_run_that_cannot_start(tmp_path):
     assert not os.path.exists(run_dir)
 
 
-def test_cifar10_run_scores_with_inception_every_epoch(tmp_path, fake_inception_dir, cache_dir,
-                                                      online):
+def test_cifar10_run_scores_with_inception_every_eval_every_epochs_and_last(
+        tmp_path, fake_inception_dir, cache_dir, online):
     run_dir = str(tmp_path / "cifar")
     with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
-        training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"), epochs=2,
-                            width=2, latent_dim=8, batch_size=16, eval_samples=20,
-                            inception_model=fake_inception_dir, cache_dir=cache_dir,
-                            run_dir=run_dir, strategy="default"))
+        training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"), epochs=3,
+                            eval_every=2, width=2, latent_dim=8, batch_size=16,
+                            eval_samples=20, inception_model=fake_inception_dir,
+                            cache_dir=cache_dir, run_dir=run_dir, strategy="default"))
     records = read_metrics(run_dir)
-    assert [r["epoch"] for r in records] == [1, 2]
-    for record in records:
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [("fid" in r) for r in records] == [False, True, True]  # epoch 2, and the last
+    for record in records[1:]:
         assert 1.0 <= record["inception_score"] <= 1008
         assert record["fid"] > 0 and record["eval_seconds"] > 0
         assert "inception_score_std" in record and "inception_score_mean_10" in record

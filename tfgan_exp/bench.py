@@ -14,6 +14,7 @@ training input pipeline alone, and the Inception forward with the resize to 299x
 size). The last line printed is one JSON object.
 """
 import json
+import math
 import os
 import resource
 import statistics
@@ -24,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
-from tfgan_exp.config import Config, UsageError
+from tfgan_exp.config import DATASET_DEFAULTS, Config, UsageError
 
 F = flags.FLAGS
 flags.DEFINE_integer("image_size", 32, "Image side in pixels, a multiple of 8.")
@@ -43,24 +44,74 @@ flags.DEFINE_boolean("compare", True, "Also time plain_tf and torch.")
 flags.DEFINE_string("profile_dir", "", "If set, trace --profile_steps steps of 'ours' and "
                     "'plain_tf' here (TensorBoard's Profile tab) and print kernel time by op type.")
 flags.DEFINE_integer("profile_steps", 10, "Steps traced per implementation with --profile_dir.")
+flags.DEFINE_boolean("flops", True, "Count the FLOPs of a training image and of an "
+                     "evaluated image on their graphs.")
 flags.DEFINE_integer("input_steps", 300, "Steps read from the training input pipeline for "
                      "its rate; 0 = skip.")
 flags.DEFINE_integer("estimate_images", 50_000, "Training images per epoch for the cost "
                      "estimate (CIFAR-10 50,000; STL-10 100,000).")
 flags.DEFINE_integer("estimate_epochs", 300, "Epochs per run for the cost estimate.")
-flags.DEFINE_integer("estimate_eval_samples", 10_000, "Images per evaluation (one per "
-                     "epoch) for the cost estimate.")
+flags.DEFINE_integer("estimate_eval_samples", 10_000, "Images per evaluation for the cost "
+                     "estimate.")
+flags.DEFINE_integer("estimate_eval_every", DATASET_DEFAULTS["cifar10"]["eval_every"],
+                     "Epochs between evaluations for the cost estimate (run.py's CIFAR-10 "
+                     f"default; STL-10's is {DATASET_DEFAULTS['stl10']['eval_every']}).")
+
+
+def _evaluations(epochs: int, every: int) -> int:
+    """Evaluations in a run: every ``every``-th epoch and the last (0 = none)."""
+    return (epochs // every + (1 if epochs % every else 0)) if every else 0
 
 
 def run_hours(step_seconds: float, batch_size: int, eval_images_per_sec: float) -> dict:
-    """Estimated hours of one run: training steps plus one evaluation per epoch."""
-    steps = F.estimate_images // batch_size * F.estimate_epochs
-    train = steps * step_seconds / 3600
-    evaluate = (F.estimate_epochs * F.estimate_eval_samples / eval_images_per_sec / 3600
-                if eval_images_per_sec else 0.0)
+    """Estimated hours of one run: training steps plus its evaluations.
+
+    Also what one evaluation costs beside one epoch's training (``eval_share``), and the
+    smallest ``--eval_every`` that keeps evaluation under 10% of the training time.
+    """
+    epochs, every = F.estimate_epochs, F.estimate_eval_every
+    evaluations = _evaluations(epochs, every)
+    epoch_seconds = F.estimate_images // batch_size * step_seconds
+    eval_seconds = (F.estimate_eval_samples / eval_images_per_sec
+                    if eval_images_per_sec else 0.0)
+    train = epochs * epoch_seconds / 3600
+    evaluate = evaluations * eval_seconds / 3600
+    share = eval_seconds / epoch_seconds
     return {"train_hours": train, "eval_hours": evaluate, "total_hours": train + evaluate,
-            "images_per_epoch": F.estimate_images, "epochs": F.estimate_epochs,
-            "eval_samples": F.estimate_eval_samples}
+            "images_per_epoch": F.estimate_images, "epochs": epochs,
+            "eval_samples": F.estimate_eval_samples, "eval_every": every,
+            "evaluations": evaluations, "eval_share": share,
+            "eval_every_for_10_percent": max(1, math.ceil(round(share / 0.1, 6)))}
+
+
+def flop_counts(config, image_shape) -> dict:
+    """GFLOP per training image (run.py's train step) and per evaluated image.
+
+    Counted on the graphs, so the same on any machine. The evaluation is Inception-v3
+    with the resize to 299x299, counted on the stand-in (a loaded module's ops sit in
+    nested functions, which the count does not see); ``eval_flop_share`` is then one
+    evaluation's FLOPs over one epoch's training FLOPs for the estimate's settings.
+    """
+    import tensorflow as tf
+    from tfgan_exp import profiling
+    from tfgan_exp.classifiers import InceptionClassifier, inception_standin
+    from tfgan_exp.training import build_gan
+    gan = build_gan(config, image_shape)
+    spec = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype))
+            for k, v in _random_batch(config, image_shape).items()}
+    train = profiling.graph_flops(tf.function(gan.train_step).get_concrete_function(spec))
+    classifier = InceptionClassifier(module=inception_standin())
+    evaluate = profiling.graph_flops(classifier._forward.get_concrete_function(
+        tf.TensorSpec((1,) + image_shape, tf.float32)))
+    per_train_image = train / (config.batch_size * config.d_steps)
+    share = (F.estimate_eval_samples * evaluate) / (F.estimate_images * per_train_image)
+    evaluations = _evaluations(F.estimate_epochs, F.estimate_eval_every)
+    run = (F.estimate_epochs * F.estimate_images * per_train_image
+           + evaluations * F.estimate_eval_samples * evaluate)
+    return {"train_gflop_per_image": per_train_image / 1e9,
+            "eval_gflop_per_image": evaluate / 1e9, "eval_flop_share": share,
+            "eval_every_for_10_percent": max(1, math.ceil(round(share / 0.1, 6))),
+            "run_pflop": run / 1e15}
 
 
 def _random_batch(config, image_shape, seed=0):
@@ -279,6 +330,8 @@ def main(argv):
                                                   F.inception_model)
     if F.input_steps:
         result["input_images_per_sec"] = input_rate(config, image_shape, F.input_steps)
+    if F.flops:
+        result["flops"] = flop_counts(config, image_shape)
     result["estimated_run"] = run_hours(step_seconds["ours"], config.batch_size,
                                         result.get("eval_images_per_sec", 0.0))
     result["peak_memory_mb"] = peak_memory_mb()
@@ -298,9 +351,20 @@ def main(argv):
         print(f"kernel time by op type (host CPU; trace in {F.profile_dir}):\n{table}")
     estimate = result["estimated_run"]
     print(f"one run of {estimate['epochs']} epochs x {estimate['images_per_epoch']} images, "
-          f"evaluating {estimate['eval_samples']} images each epoch: about "
-          f"{estimate['total_hours']:.1f} h here ({estimate['train_hours']:.1f} h training, "
-          f"{estimate['eval_hours']:.1f} h evaluation)")
+          f"evaluating {estimate['eval_samples']} images every {estimate['eval_every']} "
+          f"epoch(s): about {estimate['total_hours']:.1f} h here "
+          f"({estimate['train_hours']:.1f} h training, {estimate['eval_hours']:.1f} h "
+          f"evaluation)")
+    if F.eval_images:
+        by_flops = (f" ({100 * result['flops']['eval_flop_share']:.0f}% by FLOPs: "
+                    f"{result['flops']['eval_gflop_per_image']:.2f} GFLOP per evaluated image, "
+                    f"{result['flops']['train_gflop_per_image']:.2f} per training image)"
+                    if "flops" in result else "")
+        print(f"one evaluation costs {100 * estimate['eval_share']:.0f}% of an epoch's training "
+              f"here{by_flops}; --eval_every={estimate['eval_every_for_10_percent']} keeps it "
+              "under 10%")
+    if "flops" in result:
+        print(f"one run is {result['flops']['run_pflop']:.1f} PFLOP (training and evaluations)")
     print(json.dumps(result))
 
 

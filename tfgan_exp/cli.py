@@ -50,8 +50,10 @@ flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}.
                     "if --tpu or TPU_NAME is set, mirrored on 2+ GPUs, else default.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
 flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call, 1..10000.")
-flags.DEFINE_integer("eval_every", 1, "Epochs between evaluations (score, FID), 0..100000; "
-                     "0 = never. The last epoch is always evaluated when evaluation is on.")
+flags.DEFINE_integer("eval_every", -1, "Epochs between evaluations (score, FID), 0..100000; "
+                     "0 = never; -1 = the dataset's default (digits 1, cifar10 8, stl10 2: "
+                     "evaluation under 10% of training compute). The last epoch is always "
+                     "evaluated when evaluation is on.")
 flags.DEFINE_integer("eval_samples", 0, "Generated images per evaluation, >= 10; also the "
                      "number of real images for FID. 0 = default (digits 2000, else 10000).")
 flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for IS and FID: the TF-Hub "

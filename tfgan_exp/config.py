@@ -20,13 +20,21 @@ D_PARTNER = {"minimax": "bce", "nonsat": "bce", "hinge": "hinge",
 
 INCEPTION_URL = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 
-# Per-dataset defaults: image size (pixels), network width w, epochs, images per evaluation.
+# Per-dataset defaults: image size (pixels), network width w, epochs, images per
+# evaluation, and epochs between evaluations.
 DATASET_DEFAULTS = {
     # Digits are upsampled to 32 px: at 16 px (M = 2) this network mode-collapses (digits
     # score about 3 after 60 epochs, every loss); at 32 px (M = 4, as on CIFAR) it scores 7.
-    "digits": {"image_size": 32, "width": 16, "epochs": 60, "eval_samples": 2000},
-    "cifar10": {"image_size": 32, "width": 64, "epochs": 300, "eval_samples": 10000},
-    "stl10": {"image_size": 48, "width": 64, "epochs": 300, "eval_samples": 10000},
+    "digits": {"image_size": 32, "width": 16, "epochs": 60, "eval_samples": 2000,
+               "eval_every": 1},
+    # Evaluating 10,000 images through Inception (11.5 GFLOP each with the resize) every
+    # epoch would cost 72% of a CIFAR-10 epoch's training compute (50,000 x 3.2 GFLOP)
+    # and 16% of an STL-10 epoch's (100,000 x 7.2 GFLOP at 48 px); every 8th and every
+    # 2nd epoch keeps it under 10% (python -m tfgan_exp.bench prints both counts).
+    "cifar10": {"image_size": 32, "width": 64, "epochs": 300, "eval_samples": 10000,
+                "eval_every": 8},
+    "stl10": {"image_size": 48, "width": 64, "epochs": 300, "eval_samples": 10000,
+              "eval_every": 2},
 }
 
 
@@ -81,7 +89,8 @@ class Config:
     mixed_precision: str = ""   # "" (float32), "bf16" or "fp16"; D's logits stay float32
     jit_compile: bool = False   # XLA-compile the train step
     # evaluation
-    eval_every: int = 1         # epochs between evaluations; 0 = never (the last epoch always)
+    eval_every: int = -1        # epochs between evaluations; 0 = never (the last epoch
+                                # always), -1 = the dataset's default
     eval_samples: int = 0       # generated images per evaluation; 0 = dataset default
     inception_model: str = INCEPTION_URL  # TF-Hub URL, local SavedModel dir, or "none"
     cache_dir: str = ""         # classifiers and real-image statistics; "" = ~/.cache/tfgan_exp
@@ -99,6 +108,8 @@ class Config:
         changes: Dict[str, Any] = {
             key: defaults[key] for key in ("image_size", "width", "epochs", "eval_samples")
             if not getattr(self, key)}
+        if self.eval_every < 0:  # 0 means "never", so the default has its own sentinel
+            changes["eval_every"] = defaults["eval_every"]
         if not self.d_loss:
             changes["d_loss"] = D_PARTNER[self.g_loss]
         if not self.run_dir:
@@ -122,7 +133,7 @@ class Config:
                                 ("latent_dim", 1, 4096), ("epochs", 0, 100_000),
                                 ("batch_size", 1, 65_536), ("d_steps", 1, 100),
                                 ("seed", 0, 2**31 - 1), ("steps_per_execution", 1, 10_000),
-                                ("keep_checkpoints", 1, 1000), ("eval_every", 0, 100_000),
+                                ("keep_checkpoints", 1, 1000), ("eval_every", -1, 100_000),
                                 ("checkpoint_every_steps", 0, 10**9),
                                 ("eval_samples", 0, 1_000_000)):
             _integer(name, getattr(self, name), low, high)
