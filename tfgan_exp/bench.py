@@ -58,6 +58,12 @@ flags.DEFINE_integer("estimate_eval_every", DATASET_DEFAULTS["cifar10"]["eval_ev
                      f"default; STL-10's is {DATASET_DEFAULTS['stl10']['eval_every']}).")
 
 
+def _every_to_stay_under(share: float, budget: float = 0.1) -> int:
+    """The smallest --eval_every that keeps ``share`` (one evaluation / one epoch) under
+    ``budget``; rounded first so that float noise cannot push an exact ratio up."""
+    return max(1, math.ceil(round(share / budget, 6)))
+
+
 def _evaluations(epochs: int, every: int) -> int:
     """Evaluations in a run: every ``every``-th epoch and the last (0 = none)."""
     return (epochs // every + (1 if epochs % every else 0)) if every else 0
@@ -81,7 +87,7 @@ def run_hours(step_seconds: float, batch_size: int, eval_images_per_sec: float) 
             "images_per_epoch": F.estimate_images, "epochs": epochs,
             "eval_samples": F.estimate_eval_samples, "eval_every": every,
             "evaluations": evaluations, "eval_share": share,
-            "eval_every_for_10_percent": max(1, math.ceil(round(share / 0.1, 6)))}
+            "eval_every_for_10_percent": _every_to_stay_under(share)}
 
 
 def flop_counts(config, image_shape) -> dict:
@@ -101,8 +107,7 @@ def flop_counts(config, image_shape) -> dict:
             for k, v in _random_batch(config, image_shape).items()}
     train = profiling.graph_flops(tf.function(gan.train_step).get_concrete_function(spec))
     classifier = InceptionClassifier(module=inception_standin())
-    evaluate = profiling.graph_flops(classifier._forward.get_concrete_function(
-        tf.TensorSpec((1,) + image_shape, tf.float32)))
+    evaluate = profiling.graph_flops(classifier.traced_forward(image_shape))
     per_train_image = train / (config.batch_size * config.d_steps)
     share = (F.estimate_eval_samples * evaluate) / (F.estimate_images * per_train_image)
     evaluations = _evaluations(F.estimate_epochs, F.estimate_eval_every)
@@ -110,7 +115,7 @@ def flop_counts(config, image_shape) -> dict:
            + evaluations * F.estimate_eval_samples * evaluate)
     return {"train_gflop_per_image": per_train_image / 1e9,
             "eval_gflop_per_image": evaluate / 1e9, "eval_flop_share": share,
-            "eval_every_for_10_percent": max(1, math.ceil(round(share / 0.1, 6))),
+            "eval_every_for_10_percent": _every_to_stay_under(share),
             "run_pflop": run / 1e15}
 
 

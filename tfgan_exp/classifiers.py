@@ -75,6 +75,11 @@ class InceptionClassifier:
                              f"outputs 'logits' and 'pool_3' ({error})") from None
         self.num_classes, self.feature_dim = logits.shape[1], features.shape[1]
 
+    def traced_forward(self, image_shape):
+        """The forward pass (resize, then the network) traced for one [1, *image_shape]."""
+        return self._forward.get_concrete_function(
+            tf.TensorSpec((1,) + tuple(image_shape), tf.float32))
+
     def __call__(self, images):
         outputs = [self._forward(tf.constant(chunk, tf.float32))
                    for chunk in chunks(np.asarray(images, np.float32), self.chunk_size)]
