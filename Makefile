@@ -33,7 +33,7 @@ study: $(STAMP)
 	$(PY) -m tfgan_exp.report $(STUDY_DIR)
 	rm -rf docs/digits-study && mkdir -p docs && cp -r $(STUDY_DIR)/report docs/digits-study
 
-# The training-step benchmark against a plain tf.function loop and PyTorch (CPU build).
+# The training-step benchmark against a plain tf.function loop and PyTorch.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m tfgan_exp.bench $(ARGS)
