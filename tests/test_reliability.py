@@ -37,12 +37,12 @@ def reference(tmp_path_factory, cache_dir):
     return metrics_without_timing(run_dir)
 
 
-def interrupt(run_dir, cache_dir, signum, script="run.py"):
+def interrupt(run_dir, cache_dir, signum, script="run.py", extra=()):
     """Starts the run, sends ``signum`` once a checkpoint is complete; returns the process.
 
     A checkpoint is complete once TensorFlow's ``checkpoint`` state file names it.
     """
-    args = [script, *command(run_dir, cache_dir)[1:]]
+    args = [script, *command(run_dir, cache_dir)[1:], *extra]
     process = subprocess.Popen([sys.executable, *args], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -68,6 +68,19 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     assert metrics_without_timing(run_dir) == reference  # to the last bit, every epoch once
+
+
+def test_steps_per_execution_changes_nothing_but_speed(tmp_path, cache_dir, reference):
+    # 5 steps per call: saves, the signal and the resume land between calls, and the
+    # resumed epoch's remaining steps are not a multiple of 5.
+    run_dir = str(tmp_path / "run")
+    extra = ["--steps_per_execution=5"]
+    process = interrupt(run_dir, cache_dir, signal.SIGTERM, extra=extra)
+    assert process.returncode == 128 + signal.SIGTERM
+    resumed = run_command(*command(run_dir, cache_dir), *extra)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    assert metrics_without_timing(run_dir) == reference
 
 
 def test_two_replicas_resume_mid_epoch_with_the_running_means_put_back(tmp_path, cache_dir):
