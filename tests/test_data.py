@@ -35,20 +35,45 @@ def test_a_tfds_dataset_that_cannot_be_had_is_a_usage_error(tmp_path, monkeypatc
         data.load_images("cifar10", 32, str(tmp_path))
 
 
+def no_proxy(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_an_unreachable_download_host_is_reported_before_tfds_retries(tmp_path, monkeypatch):
-    # TFDS would retry for minutes; the loader names the host it cannot reach at once.
+    # TFDS would retry for minutes; the loader names the hosts it cannot reach at once.
+    no_proxy(monkeypatch)
     monkeypatch.setattr(tfds.image_classification.Cifar10, "url_infos",
                         {"https://tfds-host.invalid/cifar-10-binary.tar.gz": None})
+    monkeypatch.setattr(data, "TFDS_GCS_URL", "https://tfds-gcs.invalid/tfds-data")
     with pytest.raises(UsageError, match="(?s)not prepared there.*cannot connect to "
-                                         "tfds-host.invalid:443.*--data_dir=DIR"):
+                                         "tfds-host.invalid:443 .* or tfds-gcs.invalid:443"
+                                         ".*--data_dir=DIR"):
         data.load_images("cifar10", 32, str(tmp_path))
     assert not (tmp_path / "downloads").exists()
 
 
+def test_a_reachable_tfds_bucket_is_enough_to_try_the_download(tmp_path, monkeypatch):
+    # TFDS copies prepared data from its bucket before it tries the source, so a machine
+    # that reaches only the bucket (a cloud VM, say) must be let through to TFDS.
+    no_proxy(monkeypatch)
+
+    def download(self, *args, **kwargs):
+        raise ConnectionError("the download itself was tried")
+
+    monkeypatch.setattr(tfds.image_classification.Cifar10, "url_infos",
+                        {"https://tfds-host.invalid/cifar-10-binary.tar.gz": None})
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download)
+    with socket.create_server(("127.0.0.1", 0)) as bucket:
+        monkeypatch.setattr(data, "TFDS_GCS_URL",
+                            f"http://127.0.0.1:{bucket.getsockname()[1]}/tfds-data")
+        with pytest.raises(UsageError, match="the download itself was tried"):
+            data.load_images("cifar10", 32, str(tmp_path))
+
+
 def test_host_check_connects_for_real(monkeypatch):
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    no_proxy(monkeypatch)
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         assert data.unreachable_hosts([f"http://127.0.0.1:{port}/data.tar.gz"]) == []

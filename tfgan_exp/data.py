@@ -23,6 +23,8 @@ TFDS_SOURCES = {
     "stl10": ("stl10", "unlabelled", 96),
 }
 CHANNELS = {"digits": 1, "cifar10": 3, "stl10": 3}
+# Where TFDS keeps prepared copies of its datasets (gs://tfds-data, over HTTPS).
+TFDS_GCS_URL = "https://storage.googleapis.com/tfds-data"
 
 
 def load_images(dataset: str, image_size: int, data_dir: str = "") -> np.ndarray:
@@ -85,12 +87,18 @@ def _load_tfds(dataset: str, size: int, data_dir: str) -> np.ndarray:
 
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
-        unreachable = [] if builder.is_prepared() else unreachable_hosts(builder.url_infos or {})
+        sources = [] if builder.is_prepared() else list(builder.url_infos or {})
     except Exception as error:  # TFDS raises many types (files, registry)
         raise cannot_load(f"{type(error).__name__}: {error}") from None
+    # TFDS first copies a prepared dataset from its Cloud Storage bucket and only then
+    # downloads from the source, so either one being reachable is enough.
+    unreachable = unreachable_hosts(sources)
+    if unreachable:
+        gcs_unreachable = unreachable_hosts([TFDS_GCS_URL])
+        unreachable = unreachable + gcs_unreachable if gcs_unreachable else []
     if unreachable:
         raise cannot_load(f"it is not prepared there, and its download cannot start: "
-                          f"cannot connect to {', '.join(unreachable)}")
+                          f"cannot connect to {' or '.join(unreachable)}")
     try:
         builder.download_and_prepare()
         source = builder.as_dataset(split=split, shuffle_files=False)
