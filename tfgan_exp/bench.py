@@ -270,8 +270,13 @@ def input_rate(config, image_shape, steps: int, num_images: int = 50_000) -> flo
 
 
 def profile(candidates, steps: int, logdir: str) -> str:
-    """Traces ``steps`` steps of 'ours' and 'plain_tf'; returns the op-type table."""
+    """Traces ``steps`` steps of 'ours' and 'plain_tf'; returns the op-type table.
+
+    With several steps per call, ``steps`` is rounded up to whole calls of 'ours', and
+    the plain loop traces as many steps.
+    """
     from tfgan_exp import profiling
+    steps = math.ceil(steps / candidates["ours"][1]) * candidates["ours"][1]
     times = {}
     # A throwaway trace first: the profiler's first session pays its own start-up, which
     # would otherwise slow the kernels of whichever implementation came first.
@@ -280,7 +285,7 @@ def profile(candidates, steps: int, logdir: str) -> str:
     for name in ("ours", "plain_tf"):
         if name in candidates:
             run, per_call = candidates[name]
-            path = profiling.trace(run, max(1, steps // per_call), os.path.join(logdir, name))
+            path = profiling.trace(run, steps // per_call, os.path.join(logdir, name))
             times[name] = profiling.kernels_by_type(path)
     return profiling.format_table(times, steps)
 
