@@ -139,3 +139,17 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkey
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     assert latest.endswith("ckpt-28")  # the good state, neither overwritten nor deleted
     assert sorted(os.listdir(os.path.join(run_dir, "samples"))) == ["epoch_0001.png"]
+
+
+def test_a_nan_after_a_mid_epoch_resume_names_its_global_step(tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "nan")
+    config = dict(TINY, eval_every=0, checkpoint_every_steps=10, run_dir=run_dir)
+    training.run(Config(epochs=1, **config))
+    # Damage the epoch-end checkpoint: the next run resumes at step 20 of epoch 1's 28.
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    data_file = glob.glob(os.path.join(checkpoints, "ckpt-28.data-*"))[0]
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    monkeypatch.setitem(losses.G_LOSSES, "nonsat", lambda f: f * float("nan"))
+    with pytest.raises(training.TrainingDiverged, match=r"epoch 1, step 21: .*g_loss = nan"):
+        training.run(Config(epochs=2, **config))
