@@ -36,8 +36,7 @@ def test_a_tfds_dataset_that_cannot_be_had_is_a_usage_error(tmp_path, monkeypatc
 
 
 def no_proxy(monkeypatch):
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                 "all_proxy"):
+    for name in data.PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -25,6 +25,9 @@ TFDS_SOURCES = {
 CHANNELS = {"digits": 1, "cifar10": 3, "stl10": 3}
 # Where TFDS keeps prepared copies of its datasets (gs://tfds-data, over HTTPS).
 TFDS_GCS_URL = "https://storage.googleapis.com/tfds-data"
+# Environment variables through which requests (TFDS's downloader) finds a proxy.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                   "all_proxy")
 
 
 def load_images(dataset: str, image_size: int, data_dir: str = "") -> np.ndarray:
@@ -60,8 +63,7 @@ def unreachable_hosts(urls: Iterable[str], timeout: float = 10.0) -> List[str]:
     when a name does not resolve; one connection attempt per host answers in seconds.
     Behind a proxy (``*_PROXY`` set) the proxy connects for us, so nothing is checked.
     """
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
-                                       "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
         return []
     problems = []
     for host, port in sorted({(u.hostname, u.port or (443 if u.scheme == "https" else 80))
