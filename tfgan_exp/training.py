@@ -71,8 +71,9 @@ class NonFiniteGuard(tf.keras.callbacks.Callback):
     ``g_loss`` and gradient norms, so every key is checked, after every step.
     """
 
-    def __init__(self):
+    def __init__(self, state: TrainingState):
         super().__init__()
+        self.state = state
         self.failure: Optional[str] = None
         self._epoch = 0
 
@@ -82,9 +83,9 @@ class NonFiniteGuard(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         bad = {k: float(v) for k, v in (logs or {}).items() if not np.isfinite(float(v))}
         if bad and self.failure is None:
-            # The global step, read from the model: ``batch`` counts from the start of
-            # this fit, which for a run resumed mid-epoch is not the epoch's start.
-            step = int(self.model.g_optimizer.iterations.numpy())
+            # The global step, not ``batch``: that counts from the start of this fit,
+            # which for a run resumed mid-epoch is not the epoch's start.
+            step = self.state.step
             listed = ", ".join(f"{k} = {v}" for k, v in sorted(bad.items()))
             self.failure = (f"training diverged in epoch {self._epoch + 1}, step {step}: "
                             f"{listed} (epoch means so far)")
@@ -245,7 +246,7 @@ def run(config: Config) -> Optional[dict]:
         records = run_dir.read_metrics()
         return records[-1] if records else None
 
-    guard = NonFiniteGuard()
+    guard = NonFiniteGuard(state)
     recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), state,
                              spe, batches.images_per_step, chief, evaluators, guard)
     print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
