@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tfgan_exp.config import INCEPTION_URL, UsageError
 from tfgan_exp.data import chunks, load_images, to_float
+from tfgan_exp.rundir import written_atomically
 
 INCEPTION_SIZE = 299
 INCEPTION_HELP = (
@@ -152,9 +153,8 @@ class DigitsClassifier:
         if not os.path.exists(weights):
             os.makedirs(cache_dir, exist_ok=True)
             accuracy = self._train()
-            temporary = weights + ".tmp.weights.h5"
-            self.model.save_weights(temporary)
-            os.replace(temporary, weights)
+            with written_atomically(weights, suffix=".weights.h5") as temporary:
+                self.model.save_weights(temporary)
             with open(info_path, "w") as f:
                 json.dump({"held_out_accuracy": accuracy}, f)
         self.model.load_weights(weights)

@@ -14,6 +14,7 @@ from typing import Dict, Iterable, Optional
 import numpy as np
 
 from tfgan_exp import data, scores
+from tfgan_exp.rundir import written_atomically
 from tfgan_exp.scores import FeatureStats
 
 
@@ -65,10 +66,9 @@ def real_stats(classifier, images: np.ndarray, label: str, cache_dir: str,
                 return FeatureStats.from_arrays(cached)
     _, stats = classify(classifier, float_batches(chosen))
     os.makedirs(cache_dir, exist_ok=True)
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, key_fields=json.dumps(key_fields, sort_keys=True),
-             **stats.to_arrays())
-    os.replace(temporary, path)
+    with written_atomically(path, suffix=".npz") as temporary:
+        np.savez(temporary, key_fields=json.dumps(key_fields, sort_keys=True),
+                 **stats.to_arrays())
     return stats
 
 

@@ -8,6 +8,7 @@ Layout (one directory per run; running the same command again resumes it)::
   events.out.tfevents.*     TensorBoard scalars and sample grids
   checkpoints/              the last few training states (tf.train.CheckpointManager)
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -124,11 +125,22 @@ def image_grid(images: np.ndarray, rows: int = 8) -> np.ndarray:
             .transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c))
 
 
-def _atomic_write(path: str, content, binary: bool = False) -> None:
-    """Writes to a temporary file and renames it: readers never see half a file."""
-    temporary = path + ".tmp"
-    with open(temporary, "wb" if binary else "w") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
+@contextlib.contextmanager
+def written_atomically(path: str, suffix: str = ""):
+    """Yields a temporary path to write; renames it to ``path`` once the block succeeds.
+
+    Readers never see half a file. ``suffix`` ends the temporary name, for writers that
+    insist on an extension (np.savez adds ".npz", Keras wants ".weights.h5").
+    """
+    temporary = path + ".tmp" + suffix
+    yield temporary
     os.replace(temporary, path)
+
+
+def _atomic_write(path: str, content, binary: bool = False) -> None:
+    """Writes ``content`` to ``path`` atomically (see ``written_atomically``), synced."""
+    with written_atomically(path) as temporary:
+        with open(temporary, "wb" if binary else "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
