@@ -28,6 +28,11 @@ def classify(classifier, batches: Iterable[np.ndarray]):
     return np.concatenate(logits), stats
 
 
+def fid_key(name: str) -> str:
+    """The record key of the Fréchet distance for classifier ``name``."""
+    return "fid" if name == "inception" else f"{name}_fid"
+
+
 def summarise(name: str, logits: np.ndarray, stats: FeatureStats,
               reference: Optional[FeatureStats]) -> Dict[str, float]:
     """The metric record for one scored set (see the module docstring for the names)."""
@@ -35,7 +40,7 @@ def summarise(name: str, logits: np.ndarray, stats: FeatureStats,
     record = {f"{name}_score": scores.classifier_score(logits),
               f"{name}_score_mean_10": mean_10, f"{name}_score_std": std_10}
     if reference is not None:
-        record["fid" if name == "inception" else f"{name}_fid"] = scores.frechet_distance(
+        record[fid_key(name)] = scores.frechet_distance(
             reference, stats)
     return record
 

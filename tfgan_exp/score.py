@@ -151,9 +151,9 @@ def main(argv):
     print(f"  {name} score (all images):  {record[f'{name}_score']:.4f}")
     print(f"  over {SPLITS} splits:             {record[f'{name}_score_mean_10']:.4f} "
           f"± {record[f'{name}_score_std_10']:.4f}")
-    fid_key = "fid" if name == "inception" else f"{name}_fid"
-    if fid_key in record:
-        print(f"  Fréchet distance to the reference: {record[fid_key]:.4f}")
+    from tfgan_exp.evaluation import fid_key
+    if fid_key(name) in record:
+        print(f"  Fréchet distance to the reference: {record[fid_key(name)]:.4f}")
     print(json.dumps(record))
 
 
