@@ -7,7 +7,6 @@ over seeds), D and G losses, the generator's gradient norm on a log scale, mean 
 and the last sample grids side by side. A loss has the same colour in every figure.
 """
 import collections
-import json
 import os
 import sys
 from typing import Dict, List
@@ -27,11 +26,11 @@ def find_runs(root: str) -> List[dict]:
     runs = []
     for folder, _, files in sorted(os.walk(root)):
         if "config.json" in files and "metrics.jsonl" in files:
-            with open(os.path.join(folder, "config.json")) as f:
-                config = json.load(f)
-            metrics = RunDir(folder).read_metrics()
+            run_dir = RunDir(folder)
+            metrics = run_dir.read_metrics()
             if metrics:
-                runs.append({"dir": folder, "config": config, "metrics": metrics})
+                runs.append({"dir": folder, "config": run_dir.saved_config(),
+                             "metrics": metrics})
     return runs
 
 
@@ -71,6 +70,16 @@ def _mean_std(values, decimals: int = 3) -> str:
     return f"{values.mean():.{decimals}f} ± {values.std():.{decimals}f}"
 
 
+def _final(run: dict, key: str):
+    """The last value of ``key`` the run recorded (None if it never did)."""
+    return next((r[key] for r in reversed(run["metrics"]) if key in r), None)
+
+
+def _best(run: dict, key: str, best=max):
+    """The run's best value of ``key`` (``max`` for scores, ``min`` for FID), or None."""
+    return best((r[key] for r in run["metrics"] if key in r), default=None)
+
+
 def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
     """One summary row per loss pair (see the report's column names)."""
     rows = []
@@ -79,19 +88,13 @@ def table_rows(groups: Dict[str, List[dict]]) -> List[dict]:
         row = {"loss": label, "seeds": len(runs),
                "epochs": _mean_std([run["metrics"][-1]["epoch"] for run in runs], 0)}
         if score:
-            finals = [next((r[score] for r in reversed(run["metrics"]) if score in r), None)
-                      for run in runs]
-            bests = [max((r[score] for r in run["metrics"] if score in r), default=None)
-                     for run in runs]
             best_epochs = [max((r for r in run["metrics"] if score in r),
                                key=lambda r: r[score])["epoch"] for run in runs]
-            row.update({"final score": _mean_std(finals), "best score": _mean_std(bests),
-                        "epoch of best": _mean_std(best_epochs, 1)})
-            fid_finals = [next((r[fid] for r in reversed(run["metrics"]) if fid in r), None)
-                          for run in runs]
-            fid_bests = [min((r[fid] for r in run["metrics"] if fid in r), default=None)
-                         for run in runs]
-            row.update({"final FID": _mean_std(fid_finals), "best FID": _mean_std(fid_bests)})
+            row.update({"final score": _mean_std([_final(run, score) for run in runs]),
+                        "best score": _mean_std([_best(run, score, max) for run in runs]),
+                        "epoch of best": _mean_std(best_epochs, 1),
+                        "final FID": _mean_std([_final(run, fid) for run in runs]),
+                        "best FID": _mean_std([_best(run, fid, min) for run in runs])})
         minutes = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run["metrics"])
                    / 60 for run in runs]
         row["minutes"] = _mean_std(minutes, 1)
@@ -118,6 +121,14 @@ def _plot_curves(ax, groups, key, log=False):
     ax.legend(fontsize=8)
 
 
+def _save(fig, out_dir: str, name: str, plt) -> str:
+    """Lays out, writes and closes ``fig`` as ``out_dir/name``; returns ``name``."""
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, name), dpi=110)
+    plt.close(fig)
+    return name
+
+
 def draw_figures(dataset: str, groups, out_dir: str) -> List[str]:
     """Writes the dataset's figures; returns their file names."""
     import matplotlib
@@ -139,21 +150,14 @@ def draw_figures(dataset: str, groups, out_dir: str) -> List[str]:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{dataset}: {ylabel.split(' (')[0]}\n"
                      "per epoch; line: mean over seeds, band: min–max", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=110)
-        plt.close(fig)
-        written.append(name)
+        written.append(_save(fig, out_dir, name, plt))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, title in zip(axes, ("d_loss", "g_loss"), ("discriminator loss",
                                                            "generator loss")):
         _plot_curves(ax, groups, key)
         ax.set_ylabel(f"{title} (per-example mean)")
         ax.set_title(f"{dataset}: {title}")
-    fig.tight_layout()
-    name = f"{dataset}_losses.png"
-    fig.savefig(os.path.join(out_dir, name), dpi=110)
-    plt.close(fig)
-    written.append(name)
+    written.append(_save(fig, out_dir, f"{dataset}_losses.png", plt))
     written.append(_sample_figure(dataset, groups, out_dir, plt))
     return written
 
@@ -171,11 +175,7 @@ def _sample_figure(dataset, groups, out_dir, plt):
                      fontsize=9, color=COLOURS.get(run["config"]["g_loss"], "black"))
         ax.axis("off")
     fig.suptitle(f"{dataset}: last sample grids (fixed noise)")
-    fig.tight_layout()
-    name = f"{dataset}_samples.png"
-    fig.savefig(os.path.join(out_dir, name), dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out_dir, f"{dataset}_samples.png", plt)
 
 
 def write_report(root: str) -> str:
