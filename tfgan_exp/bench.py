@@ -90,24 +90,24 @@ def run_hours(step_seconds: float, batch_size: int, eval_images_per_sec: float) 
             "eval_every_for_10_percent": _every_to_stay_under(share)}
 
 
-def flop_counts(config, image_shape) -> dict:
+def flop_counts(gan, config, image_shape, inception) -> dict:
     """GFLOP per training image (run.py's train step) and per evaluated image.
 
     Counted on the graphs, so the same on any machine. The evaluation is Inception-v3
     with the resize to 299x299, counted on the stand-in (a loaded module's ops sit in
     nested functions, which the count does not see); ``eval_flop_share`` is then one
     evaluation's FLOPs over one epoch's training FLOPs for the estimate's settings.
+
+    Args:
+      gan: the GAN that run.py builds for ``config`` (its train step is traced anew).
+      inception: an InceptionClassifier holding the stand-in network.
     """
     import tensorflow as tf
     from tfgan_exp import profiling
-    from tfgan_exp.classifiers import InceptionClassifier, inception_standin
-    from tfgan_exp.training import build_gan
-    gan = build_gan(config, image_shape)
     spec = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype))
             for k, v in _random_batch(config, image_shape).items()}
     train = profiling.graph_flops(tf.function(gan.train_step).get_concrete_function(spec))
-    classifier = InceptionClassifier(module=inception_standin())
-    evaluate = profiling.graph_flops(classifier.traced_forward(image_shape))
+    evaluate = profiling.graph_flops(inception.traced_forward(image_shape))
     per_train_image = train / (config.batch_size * config.d_steps)
     share = (F.estimate_eval_samples * evaluate) / (F.estimate_images * per_train_image)
     evaluations = _evaluations(F.estimate_epochs, F.estimate_eval_every)
@@ -128,12 +128,10 @@ def _random_batch(config, image_shape, seed=0):
             "gp_eps": rng.random((b, 1), dtype=np.float32)}
 
 
-def ours(config, image_shape):
-    """A callable running ``steps_per_execution`` steps of the real train function."""
+def ours(gan, config, image_shape):
+    """A callable running ``steps_per_execution`` steps of ``gan``'s real train function."""
     import tensorflow as tf
-    from tfgan_exp.training import build_gan
     strategy = tf.distribute.get_strategy()
-    gan = build_gan(config, image_shape)
     batch = _random_batch(config, image_shape)
     dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(2)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -234,11 +232,9 @@ def _time(run, steps_per_call, calls):
     return (time.perf_counter() - start) / (calls * steps_per_call)
 
 
-def eval_rate(num_images: int, image_size: int, handle: str) -> float:
-    """Images per second through Inception with the resize, after one warm-up chunk."""
-    from tfgan_exp.classifiers import InceptionClassifier, inception_standin
-    classifier = (InceptionClassifier(handle) if handle
-                  else InceptionClassifier(module=inception_standin()))
+def eval_rate(num_images: int, image_size: int, classifier) -> float:
+    """Images per second through ``classifier`` (Inception with the resize), after one
+    warm-up chunk."""
     images = np.random.default_rng(0).uniform(-1, 1, (num_images, image_size, image_size, 3))
     classifier(images[:classifier.chunk_size])
     start = time.perf_counter()
@@ -312,8 +308,14 @@ def main(argv):
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    from tfgan_exp.classifiers import InceptionClassifier, inception_standin
+    from tfgan_exp.training import build_gan
     image_shape = (config.image_size, config.image_size, 3)
-    candidates = {"ours": ours(config, image_shape)}
+    gan = build_gan(config, image_shape)
+    # One stand-in Inception (seconds to build) for the eval rate and the FLOP count.
+    standin = (InceptionClassifier(module=inception_standin())
+               if F.flops or (F.eval_images and not F.inception_model) else None)
+    candidates = {"ours": ours(gan, config, image_shape)}
     if F.compare:
         candidates["plain_tf"] = plain_tf(config, image_shape)
         torch_candidate = torch_step(config, image_shape)
@@ -344,12 +346,12 @@ def main(argv):
                           for name, times in rounds.items()},
     }
     if F.eval_images:
-        result["eval_images_per_sec"] = eval_rate(F.eval_images, config.image_size,
-                                                  F.inception_model)
+        inception = InceptionClassifier(F.inception_model) if F.inception_model else standin
+        result["eval_images_per_sec"] = eval_rate(F.eval_images, config.image_size, inception)
     if F.input_steps:
         result["input_images_per_sec"] = input_rate(config, image_shape, F.input_steps)
     if F.flops:
-        result["flops"] = flop_counts(config, image_shape)
+        result["flops"] = flop_counts(gan, config, image_shape, standin)
     result["estimated_run"] = run_hours(step_seconds["ours"], config.batch_size,
                                         result.get("eval_images_per_sec", 0.0))
     result["peak_memory_mb"] = peak_memory_mb()
