@@ -153,10 +153,12 @@ class DigitsClassifier:
         if not os.path.exists(weights):
             os.makedirs(cache_dir, exist_ok=True)
             accuracy = self._train()
+            # The info file first: the weights file's existence is what says "trained".
+            with written_atomically(info_path) as temporary:
+                with open(temporary, "w") as f:
+                    json.dump({"held_out_accuracy": accuracy}, f)
             with written_atomically(weights, suffix=".weights.h5") as temporary:
                 self.model.save_weights(temporary)
-            with open(info_path, "w") as f:
-                json.dump({"held_out_accuracy": accuracy}, f)
         self.model.load_weights(weights)
         with open(info_path) as f:
             self.held_out_accuracy = json.load(f)["held_out_accuracy"]

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import uuid
 from typing import Dict, List
 
 import numpy as np
@@ -129,12 +130,19 @@ def image_grid(images: np.ndarray, rows: int = 8) -> np.ndarray:
 def written_atomically(path: str, suffix: str = ""):
     """Yields a temporary path to write; renames it to ``path`` once the block succeeds.
 
-    Readers never see half a file. ``suffix`` ends the temporary name, for writers that
+    Readers never see half a file. The temporary name is unique to this writer, so
+    processes filling the same shared cache at once (the workers of a multi-worker run)
+    each rename a whole file of their own and the last rename wins; a block that raises
+    leaves no temporary behind. ``suffix`` ends the temporary name, for writers that
     insist on an extension (np.savez adds ".npz", Keras wants ".weights.h5").
     """
-    temporary = path + ".tmp" + suffix
-    yield temporary
-    os.replace(temporary, path)
+    temporary = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}"
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _atomic_write(path: str, content, binary: bool = False) -> None:
