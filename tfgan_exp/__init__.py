@@ -7,6 +7,7 @@ wrapper and TensorFlow Hub need ``tf_keras`` anyway.
 """
 import os
 import sys
+import warnings
 
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     raise ImportError(
@@ -15,5 +16,10 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ start-up chatter hides the messages a user needs; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# TensorFlow Hub 0.16 imports pkg_resources (tensorflow/hub#934), which warns on every
+# start; setuptools is bounded below 81 in requirements.txt so the import keeps working.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated",
+                        category=UserWarning)
 
 __version__ = "0.1.0"
