@@ -58,9 +58,11 @@ def test_bench_prints_its_json_last(tmp_path):
     record = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("train_images_per_sec", "train_step_ms", "eval_images_per_sec",
                 "peak_memory_mb", "plain_tf_step_ms", "speed_vs_plain_tf",
-                "input_images_per_sec"):
+                "input_images_per_sec", "ours_fit_step_ms", "fit_over_train_function",
+                "fit_speed_vs_plain_tf"):
         assert record[key] > 0, key
-    assert len(record["round_step_ms"]["ours"]) == len(record["round_step_ms"]["plain_tf"]) == 2
+    rounds = record["round_step_ms"]
+    assert len(rounds["ours"]) == len(rounds["ours_fit"]) == len(rounds["plain_tf"]) == 2
     # Evaluation sizing: Inception-v3 with the resize is about 11.5 GFLOP per image.
     assert 11.0 < record["flops"]["eval_gflop_per_image"] < 12.0
     assert record["flops"]["train_gflop_per_image"] > 0

@@ -3,6 +3,9 @@
 Times, side by side, one training step (``--d_steps`` = 1) of
   * ``ours``: the GAN that run.py builds, through Keras's own train function (the code
     fit runs: strategy, replica all-reduce, loss reduction, metric trackers);
+  * ``ours_fit`` (``--fit``): the same train function called by Keras's ``fit`` with the
+    per-step callbacks run.py gives it (NaN guard, step checkpointer; no saves), so the
+    host reads they make each step are in the time too;
   * ``plain_tf``: the same networks and loss in a bare ``tf.function`` loop;
   * ``torch``: the same networks in PyTorch, when torch is installed
     (``pip install -r requirements-bench.txt``);
@@ -19,6 +22,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -41,6 +45,8 @@ flags.DEFINE_integer("steps_per_execution", 1, "Steps per call of 'ours'.")
 flags.DEFINE_integer("eval_images", 200, "Images through Inception for the eval rate; 0 = skip.")
 flags.DEFINE_string("inception_model", "", "Local Inception SavedModel; empty = stand-in.")
 flags.DEFINE_boolean("compare", True, "Also time plain_tf and torch.")
+flags.DEFINE_boolean("fit", True, "Also time 'ours' through fit with run.py's per-step "
+                     "callbacks ('ours_fit').")
 flags.DEFINE_string("profile_dir", "", "If set, trace --profile_steps steps of 'ours' and "
                     "'plain_tf' here (TensorBoard's Profile tab) and print kernel time by op type.")
 flags.DEFINE_integer("profile_steps", 10, "Steps traced per implementation with --profile_dir.")
@@ -144,6 +150,44 @@ def ours(gan, config, image_shape):
     return run, steps
 
 
+def ours_fit(gan, config, image_shape, steps: int, directory: str):
+    """A callable running one ``fit`` of ``steps`` steps (rounded up to whole calls of
+    ``steps_per_execution``) with run.py's per-step callbacks; it returns the seconds
+    from the start of training to its end.
+
+    That span holds every step with its callbacks and the epoch's start and end. It
+    leaves out fit's own set-up and tear-down, which a run pays once, not per step: on
+    the project's CPU machine the tear-down (TensorFlow deleting the input iterator)
+    sometimes takes up to a second, which would swamp a short timed fit.
+    ``directory`` holds the (never written) checkpoints.
+    """
+    import tensorflow as tf
+    from tfgan_exp.checkpointing import StepCheckpointer, StopSignals, TrainingState
+    from tfgan_exp.training import NonFiniteGuard
+    steps = math.ceil(steps / config.steps_per_execution) * config.steps_per_execution
+    dataset = tf.data.Dataset.from_tensors(_random_batch(config, image_shape)).repeat()
+    state = TrainingState(gan, directory, keep=1)
+    guard = NonFiniteGuard(state)
+    # every_steps=0 and no signals handled: it runs its per-step checks and never saves.
+    checkpointer = StepCheckpointer(state, steps, 0, StopSignals(()), guard)
+    span = {}
+
+    class Span(tf.keras.callbacks.Callback):  # first and last so it brackets the others
+        def on_train_begin(self, logs=None):
+            span["start"] = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            span["end"] = time.perf_counter()
+
+    def run():
+        gan.fit(dataset.prefetch(2), epochs=1, steps_per_epoch=steps,
+                callbacks=[Span(), guard, checkpointer], verbose=0)
+        if guard.failure:
+            raise RuntimeError(guard.failure)
+        return span["end"] - span["start"]
+    return run, steps
+
+
 def plain_tf(config, image_shape):
     """The same networks and non-saturating loss in a bare tf.function loop."""
     import tensorflow as tf
@@ -226,10 +270,14 @@ def torch_step(config, image_shape):
 
 
 def _time(run, steps_per_call, calls):
-    start = time.perf_counter()
+    """Seconds per step over ``calls`` calls of ``run``: their wall time, or the sum of
+    the seconds ``run`` returns where it times itself (see ``ours_fit``)."""
+    total = 0.0
     for _ in range(calls):
-        run()
-    return (time.perf_counter() - start) / (calls * steps_per_call)
+        start = time.perf_counter()
+        seconds = run()
+        total += time.perf_counter() - start if seconds is None else seconds
+    return total / (calls * steps_per_call)
 
 
 def eval_rate(num_images: int, image_size: int, classifier) -> float:
@@ -316,6 +364,9 @@ def main(argv):
     standin = (InceptionClassifier(module=inception_standin())
                if F.flops or (F.eval_images and not F.inception_model) else None)
     candidates = {"ours": ours(gan, config, image_shape)}
+    checkpoints = tempfile.TemporaryDirectory(prefix="tfgan_exp-bench-")
+    if F.fit:
+        candidates["ours_fit"] = ours_fit(gan, config, image_shape, F.steps, checkpoints.name)
     if F.compare:
         candidates["plain_tf"] = plain_tf(config, image_shape)
         torch_candidate = torch_step(config, image_shape)
@@ -340,11 +391,15 @@ def main(argv):
         "train_images_per_sec": config.batch_size / step_seconds["ours"],
         **{f"{name}_step_ms": 1000 * s for name, s in step_seconds.items() if name != "ours"},
         **{f"speed_vs_{name}": s / step_seconds["ours"]
-           for name, s in step_seconds.items() if name != "ours"},
+           for name, s in step_seconds.items() if name not in ("ours", "ours_fit")},
         # Every round's time, so that the spread behind each median is visible.
         "round_step_ms": {name: [round(1000 * s, 1) for s in times]
                           for name, times in rounds.items()},
     }
+    if "ours_fit" in step_seconds:
+        result["fit_over_train_function"] = step_seconds["ours_fit"] / step_seconds["ours"]
+        result.update({f"fit_speed_vs_{name}": s / step_seconds["ours_fit"]
+                       for name, s in step_seconds.items() if not name.startswith("ours")})
     if F.eval_images:
         inception = InceptionClassifier(F.inception_model) if F.inception_model else standin
         result["eval_images_per_sec"] = eval_rate(F.eval_images, config.image_size, inception)
@@ -386,6 +441,7 @@ def main(argv):
     if "flops" in result:
         print(f"one run is {result['flops']['run_pflop']:.1f} PFLOP (training and evaluations)")
     print(json.dumps(result))
+    checkpoints.cleanup()
 
 
 if __name__ == "__main__":
