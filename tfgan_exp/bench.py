@@ -157,8 +157,8 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
 
     That span holds every step with its callbacks and the epoch's start and end. It
     leaves out fit's own set-up and tear-down, which a run pays once, not per step: on
-    the project's CPU machine the tear-down (TensorFlow deleting the input iterator)
-    sometimes takes up to a second, which would swamp a short timed fit.
+    the project's CPU machine fit sometimes returns up to a second after training has
+    ended (inside TensorFlow's clean-up), which would swamp a short timed fit.
     ``directory`` holds the (never written) checkpoints.
     """
     import tensorflow as tf
@@ -172,7 +172,9 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
     checkpointer = StepCheckpointer(state, steps, 0, StopSignals(()), guard)
     span = {}
 
-    class Span(tf.keras.callbacks.Callback):  # first and last so it brackets the others
+    class Span(tf.keras.callbacks.Callback):
+        """Marks training's start and end; the guard and checkpointer act only between."""
+
         def on_train_begin(self, logs=None):
             span["start"] = time.perf_counter()
 
