@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfgan_exp.config import INCEPTION_URL, UsageError
 from tfgan_exp.data import chunks, load_images, to_float
-from tfgan_exp.rundir import written_atomically
+from tfgan_exp.rundir import write_atomically, written_atomically
 
 INCEPTION_SIZE = 299
 INCEPTION_HELP = (
@@ -154,9 +154,7 @@ class DigitsClassifier:
             os.makedirs(cache_dir, exist_ok=True)
             accuracy = self._train()
             # The info file first: the weights file's existence is what says "trained".
-            with written_atomically(info_path) as temporary:
-                with open(temporary, "w") as f:
-                    json.dump({"held_out_accuracy": accuracy}, f)
+            write_atomically(info_path, json.dumps({"held_out_accuracy": accuracy}))
             with written_atomically(weights, suffix=".weights.h5") as temporary:
                 self.model.save_weights(temporary)
         self.model.load_weights(weights)

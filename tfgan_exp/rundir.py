@@ -82,7 +82,7 @@ class RunDir:
                     "--run_dir, or --overwrite to delete that run and start again.")
         os.makedirs(self.samples_dir, exist_ok=True)
         os.makedirs(self.checkpoint_dir, exist_ok=True)
-        _atomic_write(self.config_path, config.to_json() + "\n")
+        write_atomically(self.config_path, config.to_json() + "\n")
 
     def read_metrics(self) -> List[dict]:
         """The per-epoch records, skipping a last line cut short by a crash."""
@@ -102,7 +102,7 @@ class RunDir:
         records = self.read_metrics()
         kept = [r for r in records if r.get("epoch", 0) <= epoch]
         if os.path.exists(self.metrics_path):
-            _atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            write_atomically(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:
@@ -114,7 +114,7 @@ class RunDir:
         """Writes uint8 [H, W, C] as samples/epoch_NNNN.png; returns the path."""
         import tensorflow as tf
         path = os.path.join(self.samples_dir, f"epoch_{epoch:04d}.png")
-        _atomic_write(path, tf.io.encode_png(grid).numpy(), binary=True)
+        write_atomically(path, tf.io.encode_png(grid).numpy(), binary=True)
         return path
 
 
@@ -145,7 +145,7 @@ def written_atomically(path: str, suffix: str = ""):
             os.remove(temporary)
 
 
-def _atomic_write(path: str, content, binary: bool = False) -> None:
+def write_atomically(path: str, content, binary: bool = False) -> None:
     """Writes ``content`` to ``path`` atomically (see ``written_atomically``), synced."""
     with written_atomically(path) as temporary:
         with open(temporary, "wb" if binary else "w") as f:
