@@ -70,13 +70,16 @@ class TrainingState:
                              "and start again")
         return 0
 
+    def _tracker_variables(self) -> List[tf.Variable]:
+        """The epoch-mean trackers' variables (totals and counts), in a fixed order."""
+        return [v for t in self.gan.trackers.values() for v in t.variables]
+
     def tracker_values(self) -> List:
         """Current values of the epoch-mean trackers' variables (to carry across a reset)."""
-        return [v.numpy() for t in self.gan.trackers.values() for v in t.variables]
+        return [v.numpy() for v in self._tracker_variables()]
 
     def set_tracker_values(self, values) -> None:
-        variables = [v for t in self.gan.trackers.values() for v in t.variables]
-        for variable, value in zip(variables, values):
+        for variable, value in zip(self._tracker_variables(), values):
             variable.assign(value)
 
 
