@@ -134,13 +134,18 @@ def _random_batch(config, image_shape, seed=0):
             "gp_eps": rng.random((b, 1), dtype=np.float32)}
 
 
+def _random_dataset(config, image_shape):
+    """``_random_batch`` over and over, prefetched: the input of 'ours' and 'ours_fit'."""
+    import tensorflow as tf
+    return tf.data.Dataset.from_tensors(_random_batch(config, image_shape)).repeat().prefetch(2)
+
+
 def ours(gan, config, image_shape):
     """A callable running ``steps_per_execution`` steps of ``gan``'s real train function."""
     import tensorflow as tf
     strategy = tf.distribute.get_strategy()
-    batch = _random_batch(config, image_shape)
-    dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(2)
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = iter(strategy.experimental_distribute_dataset(
+        _random_dataset(config, image_shape)))
     train_function = gan.make_train_function()
     steps = config.steps_per_execution
 
@@ -165,7 +170,7 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
     from tfgan_exp.checkpointing import StepCheckpointer, StopSignals, TrainingState
     from tfgan_exp.training import NonFiniteGuard
     steps = math.ceil(steps / config.steps_per_execution) * config.steps_per_execution
-    dataset = tf.data.Dataset.from_tensors(_random_batch(config, image_shape)).repeat()
+    dataset = _random_dataset(config, image_shape)
     state = TrainingState(gan, directory, keep=1)
     guard = NonFiniteGuard(state)
     # every_steps=0 and no signals handled: it runs its per-step checks and never saves.
@@ -182,7 +187,7 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
             span["end"] = time.perf_counter()
 
     def run():
-        gan.fit(dataset.prefetch(2), epochs=1, steps_per_epoch=steps,
+        gan.fit(dataset, epochs=1, steps_per_epoch=steps,
                 callbacks=[Span(), guard, checkpointer], verbose=0)
         if guard.failure:
             raise RuntimeError(guard.failure)
