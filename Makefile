@@ -1,16 +1,20 @@
 # The two commands a newcomer types: `make demo` and `make test`. Both set up .venv first.
+# On a Linux machine with an NVIDIA GPU add GPU=1 (`make demo GPU=1`): TensorFlow is then
+# installed with its CUDA libraries (requirements-gpu.txt); without them it uses the CPU.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+GPU ?= 0
+REQUIREMENTS := $(if $(filter 1,$(GPU)),requirements-gpu.txt,requirements.txt)
+STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu,)-stamp
 ARGS ?=
 
 .PHONY: install demo test study bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-gpu.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,10 +2,15 @@
 
 Two logical CPUs give a real two-replica MirroredStrategy without a GPU; this must
 happen before TensorFlow initialises its devices, so it is done at import time here.
+
+Tests never read or write the user's working folders: every test runs in a temporary
+folder of its own, commands run in a temporary folder, and the default caches (ours,
+TFDS's) point into temporary folders too.
 """
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,13 +23,34 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A scratch home for everything a test or a command might write by default.
+SCRATCH = tempfile.mkdtemp(prefix="tfgan_exp-tests-")
+os.environ["TFGAN_EXP_CACHE"] = os.path.join(SCRATCH, "cache")
+os.environ["TFDS_DATA_DIR"] = os.path.join(SCRATCH, "tensorflow_datasets")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
-def run_command(*args, timeout=300, env=None):
-    """Runs ``python ARGS`` from the repository root; returns the CompletedProcess."""
+def command_line(*args):
+    """``python ARGS`` with a script named relative to the repository made absolute."""
+    args = list(args)
+    if args and args[0].endswith(".py") and not os.path.isabs(args[0]):
+        args[0] = os.path.join(REPO, args[0])
+    return [sys.executable, *args]
+
+
+def run_command(*args, timeout=300, env=None, cwd=None):
+    """Runs ``python ARGS`` in ``cwd`` (default: a new temporary folder); returns the
+    CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    return subprocess.run(command_line(*args), cwd=cwd or tempfile.mkdtemp(dir=SCRATCH),
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(autouse=True)
+def in_a_temporary_folder(tmp_path, monkeypatch):
+    """Every test runs in a folder of its own: a default ``runs/`` lands there."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -33,24 +59,37 @@ def two_cpus():
     return [d.name for d in tf.config.list_logical_devices("CPU")][:2]
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    """One two-replica MirroredStrategy for the whole session, as a process has one:
+    a second one over the same devices would reuse its collective keys and clash."""
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices("CPU")][:2])
+
+
+FAKE_FEATURES = 64  # the real pool_3 has 2048; FID's matrix root at 2048 takes ~20 s here
+
+
 class FakeInception(tf.Module):
     """Stands in for TF-GAN's Inception module: same interface, tiny and deterministic.
 
     Takes float32 [N, 299, 299, 3] in [-1, 1]; returns {'logits': [N, 1008],
-    'pool_3': [N, 1, 1, 2048]}, fixed random projections of the 8x8-pooled image.
+    'pool_3': [N, 1, 1, FAKE_FEATURES]}, fixed random projections of the 8x8-pooled image.
     """
 
     def __init__(self):
         super().__init__()
         rng = np.random.default_rng(0)
         self.to_logits = tf.constant(rng.normal(0, 0.5, (192, 1008)).astype(np.float32))
-        self.to_pool = tf.constant(rng.normal(0, 0.1, (192, 2048)).astype(np.float32))
+        self.to_pool = tf.constant(
+            rng.normal(0, 0.1, (192, FAKE_FEATURES)).astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None, 299, 299, 3], tf.float32)])
     def __call__(self, images):
         pooled = tf.reshape(tf.image.resize(images, [8, 8], method="area"), [-1, 192])
         return {"logits": pooled @ self.to_logits,
-                "pool_3": tf.reshape(tf.nn.relu(pooled @ self.to_pool), [-1, 1, 1, 2048])}
+                "pool_3": tf.reshape(tf.nn.relu(pooled @ self.to_pool),
+                                     [-1, 1, 1, FAKE_FEATURES])}
 
 
 @pytest.fixture(scope="session")

@@ -18,20 +18,29 @@ BAD_FLAGS = [
     (["stl10"], "unexpected argument(s) ['stl10']"),
     (["--strategy=multiworker"], "needs the cluster in TF_CONFIG"),
     (["--run_dir=/etc/hostname/run"], "/etc/hostname is not a writable directory"),
+    (["--lr_g=1e-4,,2e-4"], "--lr_g=1e-4,,2e-4: '1e-4,,2e-4' has an empty item"),
+    (["--spectral_norm=maybe"], "'maybe' is not true or false"),
+    (["--g_loss=minimax,hinge", "--shard=3/2"], "--shard=3/2: the shard index must be 0..N-1"),
+    (["--g_loss=minimax,hinge", "--parallel=0"], "--parallel=0: must be an integer from 1"),
+    (["--shard=0/2"], "there is only one run; --shard splits a grid"),
+    (["--search=2", "--lr_d=1e-4,2e-4"], "--search draws lr_g, lr_d"),
+    (["--g_loss=minimax,hinge", "--lr_d=2"], "--lr_d=2.0: must be a number in (0.0, 1.0]"),
 ]
 
 
 @pytest.mark.parametrize("args, message", BAD_FLAGS)
-def test_bad_input_is_a_message_not_a_traceback(args, message, tmp_path):
-    result = run_command("run.py", *args, f"--data_dir={tmp_path}")
-    assert result.returncode != 0
+def test_bad_input_is_one_line_and_status_2(args, message, tmp_path):
+    result = run_command("run.py", *args, f"--data_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
     assert message in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert not os.path.exists("runs") or "digits-nonsat-seed0" not in os.listdir("runs")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr and "FATAL" not in result.stderr
+    assert os.listdir(tmp_path) == []  # nothing written: no runs/, no cache
 
 
 def test_help_states_units_and_bounds():
-    result = run_command("run.py", "--help")  # absl exits 1 after --help, by design
+    result = run_command("run.py", "--help")
+    assert result.returncode == 0
     for text in ("--batch_size", "Global batch in images", "multiple of 8", "--g_loss",
                  "minimax, nonsat, hinge, wgan-gp, lsgan"):
         assert text in result.stdout, text

@@ -24,6 +24,8 @@ BAD = [
     (dict(seed=-1), "--seed=-1"),
     (dict(eval_every=-2), "--eval_every=-2: must be an integer from -1 to 100000"),
     (dict(strategy="tpu"), "--strategy=tpu needs --tpu"),
+    (dict(strategy="tpu", tpu="local", mixed_precision="fp16"), "use --mixed_precision=bf16"),
+    (dict(retry_diverged=1), "--retry_diverged=1: must be true or false"),
 ]
 
 

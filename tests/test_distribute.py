@@ -1,18 +1,18 @@
 """Strategy choice, and two worker processes training together over loopback."""
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import command_line
 from tfgan_exp import distribute
 from tfgan_exp.config import UsageError
 
@@ -35,6 +35,19 @@ def test_multiworker_needs_a_valid_tf_config(monkeypatch):
         distribute.make_strategy("multiworker")
 
 
+def test_an_nvidia_gpu_that_tensorflow_cannot_see_is_reported_with_the_fix(tmp_path):
+    dev, proc = tmp_path / "dev", tmp_path / "proc"
+    dev.mkdir()
+    (dev / "nvidiactl").touch()  # the driver's control device alone is no GPU
+    assert not distribute.nvidia_gpus_present(str(dev), str(proc))
+    (dev / "nvidia0").touch()
+    assert distribute.nvidia_gpus_present(str(dev), str(proc))
+    note = distribute.unused_gpu_note(tensorflow_gpus=0, present=True)
+    assert note.count("\n") == 0 and "requirements-gpu.txt" in note and "GPU=1" in note
+    assert distribute.unused_gpu_note(tensorflow_gpus=1, present=True) == ""
+    assert distribute.unused_gpu_note(tensorflow_gpus=0, present=False) == ""
+
+
 def free_ports(count):
     """``count`` distinct free loopback ports (all held open while choosing, so none repeats)."""
     sockets = [socket.socket() for _ in range(count)]
@@ -47,36 +60,121 @@ def free_ports(count):
             s.close()
 
 
-def start_workers(tmp_path, cache_dir, *args):
+def start_workers(tmp_path, cache_dir, *args, env=None):
     """Two run.py processes joined over loopback, given the same --run_dir (tmp_path/run)."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config))
+        worker_env = dict(os.environ, **(env or {}), TF_CONFIG=json.dumps(tf_config))
         processes.append(subprocess.Popen(
-            [sys.executable, "run.py", "--strategy=multiworker", "--image_size=16",
-             "--width=4", "--latent_dim=8", f"--cache_dir={cache_dir}",
-             f"--run_dir={tmp_path / 'run'}", *args],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            command_line("run.py", "--strategy=multiworker", "--image_size=16",
+                         "--width=4", "--latent_dim=8", f"--cache_dir={cache_dir}",
+                         f"--run_dir={tmp_path / 'run'}", *args),
+            cwd=tmp_path, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
 
 
-def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cache_dir):
-    processes = start_workers(tmp_path, cache_dir, "--epochs=2", "--eval_samples=50")
-    outputs = [p.communicate(timeout=400) for p in processes]
-    for process, (_, err) in zip(processes, outputs):
-        assert process.returncode == 0, err[-3000:]
-    assert "on 2 replica(s)" in outputs[0][1]
-    # Only the chief (worker 0) writes the run directory; the other keeps its
-    # checkpoints elsewhere.
+class FakeMetadataServer:
+    """Answers every GET as Google Cloud's metadata server does: TensorFlow's platform
+    detection (GCE_METADATA_IP) then takes this machine for a GCE VM."""
+
+    def __enter__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Metadata-Flavor", "Google")
+                self.end_headers()
+                self.wfile.write(b"instance")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
+def wait_for_checkpoint(processes, run_dir, timeout=300):
+    """Returns once the chief has completed a checkpoint (training is under way)."""
+    state_file = run_dir / "checkpoints" / "checkpoint"
+    deadline = time.time() + timeout
+    while not state_file.exists():
+        assert all(p.poll() is None for p in processes) and time.time() < deadline
+        time.sleep(0.05)
+
+
+def finish(processes, timeout=400):
+    outputs = [p.communicate(timeout=timeout) for p in processes]
+    return [(p.returncode, err) for p, (_, err) in zip(processes, outputs)]
+
+
+@pytest.mark.parametrize("platform", ["elsewhere", "gcp"])
+def test_sigterm_to_one_worker_stops_all_at_one_step_and_they_resume(tmp_path, cache_dir,
+                                                                     monkeypatch, platform):
+    """A preemption notice to one worker; on GCP, where TensorFlow's own handler would
+    ignore it. There, the newest checkpoint is then damaged: both workers fall back."""
+    args = ["--epochs=1", "--eval_every=0", "--checkpoint_every_steps=5"]
+    env = {}
+    with contextlib.ExitStack() as stack:
+        if platform == "gcp":
+            env["GCE_METADATA_IP"] = stack.enter_context(FakeMetadataServer())
+            monkeypatch.setenv("GCE_METADATA_IP", env["GCE_METADATA_IP"])
+            from tensorflow.python.distribute.failure_handling import failure_handling_util
+            assert failure_handling_util.detect_platform() == (
+                failure_handling_util.PlatformDevice.GCE_CPU)  # what TF's handler ignores
+        processes = start_workers(tmp_path, cache_dir, *args, env=env)
+        wait_for_checkpoint(processes, tmp_path / "run")
+        processes[1].send_signal(signal.SIGTERM)  # a preemption notice to one worker only
+        ended = finish(processes, timeout=300)
+    steps = []
+    for status, err in ended:
+        assert status == 128 + signal.SIGTERM, err[-3000:]
+        steps.append(int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1)))
+    assert steps[0] == steps[1]  # both saved at the step they agreed on
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith(f"ckpt-{steps[0]}")
+    resume_at = steps[0]
+    if platform == "gcp":  # damage the newest: both workers must fall back past it
+        data_file = next(checkpoints.glob(f"ckpt-{steps[0]}.data-*"))
+        data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 2])
+        resume_at = max(int(p.name.split("-")[1].split(".")[0])
+                        for p in checkpoints.glob("ckpt-*.index") if p.name != (
+                            f"ckpt-{steps[0]}.index"))
+    for status, err in finish(start_workers(tmp_path, cache_dir, *args, env=env)):
+        assert status == 0, err[-3000:]
+        assert f"resuming {tmp_path / 'run'} at step {resume_at}" in err
+        if platform == "gcp":
+            assert f"ckpt-{steps[0]} cannot be restored" in err
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["epoch"] for r in records] == [1]
+
+
+def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_weights(
+        tmp_path, cache_dir):
+    first = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_every=0"))
+    assert all(status == 0 for status, _ in first), first[0][1][-3000:]
+    # Again with --overwrite: the chief deletes the run while the other worker starts.
+    ended = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_samples=50",
+                                 "--overwrite"))
+    for status, err in ended:
+        assert status == 0, err[-3000:]
+        assert "resuming" not in err  # both started at step 0
+    assert "on 2 replica(s)" in ended[0][1] and "non-chief worker" not in ended[0][1]
     chief_dir = tmp_path / "run"
-    assert [json.loads(line)["epoch"] for line in open(chief_dir / "metrics.jsonl")] == [1, 2]
-    assert "non-chief worker" not in outputs[0][1]
+    records = [json.loads(line) for line in open(chief_dir / "metrics.jsonl")]
+    assert [r["epoch"] for r in records] == [1] and "digits_fid" in records[-1]
+    # Only the chief (worker 0) writes the run directory; the other keeps its
+    # checkpoints elsewhere, and both end with the same weights, bit for bit.
     other_checkpoints = re.search(r"non-chief worker: checkpoints in (\S+)",
-                                  outputs[1][1]).group(1)
+                                  ended[1][1]).group(1)
     assert not other_checkpoints.startswith(str(chief_dir))
-    # Every worker ends with the same weights.
     chief = tf.train.load_checkpoint(str(chief_dir / "checkpoints"))
     other = tf.train.load_checkpoint(other_checkpoints)
     names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("generator/",
@@ -84,30 +182,3 @@ def test_two_workers_train_together_and_end_with_the_same_weights(tmp_path, cach
     assert len(names) > 10
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name), name)
-
-
-def test_sigterm_to_one_worker_stops_all_at_one_step_and_resumes(tmp_path, cache_dir):
-    args = ["--epochs=3", "--batch_size=16", "--eval_every=0"]
-    processes = start_workers(tmp_path, cache_dir, *args)
-    state_file = tmp_path / "run" / "checkpoints" / "checkpoint"
-    deadline = time.time() + 300
-    while not state_file.exists():  # the first epoch's checkpoint: training is under way
-        assert all(p.poll() is None for p in processes) and time.time() < deadline
-        time.sleep(0.05)
-    processes[1].send_signal(signal.SIGTERM)  # a preemption notice to one worker only
-    outputs = [p.communicate(timeout=300) for p in processes]
-    steps = []
-    for process, (_, err) in zip(processes, outputs):
-        assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
-        steps.append(int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1)))
-    assert steps[0] == steps[1]  # both saved at the step they agreed on
-    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith(
-        f"ckpt-{steps[0]}")
-    resumed = start_workers(tmp_path, cache_dir, *args)
-    outputs = [p.communicate(timeout=400) for p in resumed]
-    for process, (_, err) in zip(resumed, outputs):
-        assert process.returncode == 0, err[-3000:]
-    for _, err in outputs:  # both workers continue from the chief's checkpoint
-        assert f"resuming {tmp_path / 'run'} at step {steps[0]}" in err
-    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["epoch"] for r in records] == [1, 2, 3]

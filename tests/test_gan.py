@@ -39,7 +39,7 @@ def one_step(strategy, config, batches, weights=None):
 
 
 @pytest.mark.parametrize("g_loss", ["nonsat", "wgan-gp"])
-def test_two_replicas_take_the_same_step_as_one_device(two_cpus, g_loss):
+def test_two_replicas_take_the_same_step_as_one_device(two_cpus, mirrored, g_loss):
     config = tiny_config(g_loss=g_loss)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64,) + IMAGE_SHAPE, dtype=np.uint8)
@@ -50,15 +50,14 @@ def test_two_replicas_take_the_same_step_as_one_device(two_cpus, g_loss):
         initial = networks_weights(build_gan(config, IMAGE_SHAPE))
     reference, reference_logs = one_step(tf.distribute.OneDeviceStrategy(two_cpus[0]),
                                          config, batches, initial)
-    mirrored, mirrored_logs = one_step(tf.distribute.MirroredStrategy(two_cpus), config,
-                                       batches, initial)
-    assert mirrored.distribute_strategy.num_replicas_in_sync == 2
+    on_two, mirrored_logs = one_step(mirrored, config, batches, initial)
+    assert on_two.distribute_strategy.num_replicas_in_sync == 2
     moved = [np.abs(a - b).max() for a, b in zip(initial, networks_weights(reference))]
     assert max(moved) > 1e-3  # the step really changed the weights
     for key in reference_logs:  # logged values are global means, not one replica's
         np.testing.assert_allclose(mirrored_logs[key], reference_logs[key],
                                    rtol=1e-4, atol=1e-5, err_msg=key)
-    for ref, got in zip(networks_weights(reference), networks_weights(mirrored)):
+    for ref, got in zip(networks_weights(reference), networks_weights(on_two)):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     assert {"d_loss", "g_loss", "d_fake_prob", "g_grad_norm"} <= set(reference_logs)
 
@@ -73,9 +72,13 @@ def test_optimizer_iterations_count_updates(two_cpus):
     assert all(np.isfinite(v) for v in logs.values())
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_steps_are_finite_with_float32_logits(precision):
-    config = tiny_config(d_steps=1, mixed_precision=precision)
+@pytest.mark.parametrize("precision, spectral_norm, g_loss", [
+    ("bf16", False, "nonsat"), ("fp16", False, "nonsat"),
+    ("bf16", True, "wgan-gp"), ("fp16", True, "wgan-gp")])  # fp16 + SN once crashed in fit
+def test_mixed_precision_steps_are_finite_with_float32_logits(precision, spectral_norm,
+                                                              g_loss):
+    config = tiny_config(d_steps=1, mixed_precision=precision, spectral_norm=spectral_norm,
+                         g_loss=g_loss)
     batches = data.TrainingBatches(np.zeros((64,) + IMAGE_SHAPE, np.uint8), 8, 1, 8, seed=0)
     gan, logs = one_step(tf.distribute.get_strategy(), config, batches)
     assert gan.generator.get_layer("g_dense").compute_dtype == {"bf16": "bfloat16",

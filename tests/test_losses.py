@@ -20,7 +20,7 @@ def sigmoid(x):
     return 1 / (1 + math.exp(-x))
 
 
-# name -> per-example values computed by hand from the DESIGN.md definitions.
+# name -> per-example values computed by hand from the definitions in the README's losses table.
 G_EXPECTED = {
     "minimax": [math.log(1 - sigmoid(f)) for f in F],
     "nonsat": [-math.log(sigmoid(f)) for f in F],
@@ -125,3 +125,29 @@ def test_loss_pair_defaults_and_unknown_names():
         losses.loss_pair("saturating")
     with pytest.raises(ValueError, match="choose one of"):
         losses.loss_pair("nonsat", "wasserstein")
+
+
+def test_under_float16_the_penalty_gradient_is_loss_scaled_instead_of_underflowing():
+    """A critic whose per-pixel input gradients (about 1e-8) underflow in float16."""
+    def critic(policy):
+        tf.keras.mixed_precision.set_global_policy(policy)
+        try:
+            layers = tf.keras.layers
+            x = tf.keras.Input((8, 8, 1))
+            h = layers.Conv2D(4, 3, padding="same", use_bias=False,
+                              kernel_initializer=tf.keras.initializers.Constant(1e-4))(x)
+            logit = layers.Dense(1, dtype="float32", use_bias=False,
+                                 kernel_initializer=tf.keras.initializers.Constant(1e-4))(
+                layers.Flatten()(h))
+            return tf.keras.Model(x, logit)
+        finally:
+            tf.keras.mixed_precision.set_global_policy("float32")
+
+    images = tf.random.uniform([2, 8, 8, 1], -1, 1, seed=0)
+    exact = losses.input_gradients(critic("float32"), images).numpy()
+    half = critic("mixed_float16")
+    unscaled = losses.input_gradients(half, images).numpy()
+    scaled = losses.input_gradients(half, images, loss_scale=2.0 ** 15).numpy()
+    assert np.abs(exact).min() > 1e-9  # every pixel has a gradient...
+    np.testing.assert_allclose(scaled, exact, rtol=1e-2)
+    assert np.mean(unscaled == 0) > 0.5  # ...which float16 alone mostly loses

@@ -68,9 +68,11 @@ def test_command_prints_json_last_and_rejects_bad_input(tmp_path, fake_inception
     assert ok.returncode == 0, ok.stderr
     record = json.loads(ok.stdout.strip().splitlines()[-1])
     assert set(record) == {"inception_score", "inception_score_mean_10",
-                           "inception_score_std_10", "fid", "num_images"}
+                           "inception_score_std_10", "fid", "kid", "kid_std", "precision",
+                           "recall", "num_images"}
     assert record["num_images"] == 30 and abs(record["fid"]) < 1e-3  # itself as reference
-    assert "inception score (all images)" in ok.stdout
+    assert record["precision"] == record["recall"] == 1.0
+    assert "inception score (all images)" in ok.stdout and "precision, recall" in ok.stdout
     gray = save(tmp_path, "gray.npy", RNG.integers(0, 256, (30, 32, 32, 1), dtype=np.uint8))
     bad = run_command("-m", "tfgan_exp.score", gray, f"--inception_model={fake_inception_dir}")
     assert bad.returncode == 2 and "1 channel(s)" in bad.stderr

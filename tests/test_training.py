@@ -56,16 +56,46 @@ def test_run_writes_the_run_directory(finished_run):
     assert latest.endswith(f"ckpt-{2 * 28}")  # named by global step
 
 
-def test_tensorboard_has_scalars_and_sample_grids(finished_run):
-    run_dir = finished_run[0]
-    tags = {}
-    for path in glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
+def tensorboard_points(run_dir):
+    """{tag: [steps, in file order]} over the run's event files, and its hparams."""
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+    points, hparams = {}, []
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                tags.setdefault(value.tag, set()).add(event.step)
-    for tag in ("d_loss", "g_loss", "g_grad_norm", "d_fake_prob", "images_per_sec", "samples",
-                "digits_score", "digits_fid"):
-        assert tags.get(tag) == {1, 2}, tag
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    hparams.append(hparams_metadata.parse_session_start_info_plugin_data(
+                        value.metadata.plugin_data.content).hparams)
+                else:
+                    points.setdefault(value.tag, []).append(event.step)
+    return points, hparams
+
+
+def test_tensorboard_has_sections_sample_grids_and_hparams(finished_run):
+    points, hparams = tensorboard_points(finished_run[0])
+    for tag in ("losses/d_loss", "losses/g_loss", "diagnostics/g_grad_norm",
+                "diagnostics/d_fake_prob", "speed/images_per_sec", "samples",
+                "evaluation/digits_score", "evaluation/digits_fid", "evaluation/digits_kid",
+                "evaluation/digits_precision", "evaluation/digits_recall"):
+        assert points.get(tag) == [1, 2], tag
+    assert len(hparams) == 1  # the HParams dashboard's row for this run
+    assert hparams[0]["g_loss"].string_value == "nonsat"
+    assert hparams[0]["lr_g"].number_value == pytest.approx(2e-4)
+    assert "run_dir" not in hparams[0] and "cache_dir" not in hparams[0]
+
+
+def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
+    run_dir = str(tmp_path / "run")
+    config = dict(TINY, eval_every=0, run_dir=run_dir)
+    training.run(Config(epochs=2, **config))
+    # The newest checkpoint is damaged: the run falls back to epoch 1's and trains
+    # epoch 2 again, which TensorBoard already holds.
+    data_file = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-56.data-*"))[0]
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    training.run(Config(epochs=3, **config))
+    points, _ = tensorboard_points(run_dir)
+    assert points["losses/d_loss"] == [1, 2, 3] and points["samples"] == [1, 2, 3]
 
 
 def test_same_command_resumes_where_it_stopped(finished_run, capsys):
@@ -112,7 +142,7 @@ def test_cifar10_run_scores_with_inception_every_eval_every_epochs_and_last(
         assert 1.0 <= record["inception_score"] <= 1008
         assert record["fid"] > 0 and record["eval_seconds"] > 0
         assert "inception_score_std" in record and "inception_score_mean_10" in record
-    assert glob.glob(os.path.join(cache_dir, "stats-inception-cifar10-32px-20-*.npz"))
+    assert glob.glob(os.path.join(cache_dir, "features-inception-cifar10-32px-20-*.npz"))
 
 
 def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_dir, online):

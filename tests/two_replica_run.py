@@ -19,7 +19,8 @@ tf.config.set_logical_device_configuration(
 from tfgan_exp import cli, distribute  # noqa: E402
 
 _DEVICES = [device.name for device in tf.config.list_logical_devices("CPU")]
-distribute.make_strategy = lambda name, tpu="": tf.distribute.MirroredStrategy(_DEVICES)
+# Below make_strategy, so that its one-strategy-per-process rule is the real one.
+distribute._build_strategy = lambda name, tpu="": tf.distribute.MirroredStrategy(_DEVICES)
 
 if __name__ == "__main__":
     cli.run()

@@ -21,14 +21,14 @@ import math
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
+from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import DATASET_DEFAULTS, Config, UsageError
 
 F = flags.FLAGS
@@ -361,9 +361,8 @@ def main(argv):
             if F[name].value < 1:
                 raise UsageError(f"--{name}={F[name].value}: must be at least 1")
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    from tfgan_exp.classifiers import InceptionClassifier, inception_standin
+        fail(str(error))
+    from tfgan_exp.evaluation.classifiers import InceptionClassifier, inception_standin
     from tfgan_exp.training import build_gan
     image_shape = (config.image_size, config.image_size, 3)
     gan = build_gan(config, image_shape)
@@ -452,4 +451,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_command(main)

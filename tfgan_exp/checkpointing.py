@@ -108,27 +108,32 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-class ClusterPreemption:
-    """TensorFlow's PreemptionCheckpointHandler, for multiworker and TPU strategies.
+class ClusterStop:
+    """A signal to any worker stops every worker at one agreed step (multiworker, TPU).
 
-    A SIGTERM to any worker makes every worker save at one agreed step (a worker that
-    stopped alone would leave the others waiting at the next all-reduce); then
-    ``stopped`` turns true and training ends like any other signal. The handler
-    installs its own SIGTERM handler, so StopSignals handles only SIGINT alongside it.
+    A worker that stopped alone would leave the others waiting at the next all-reduce,
+    so after every training call each worker contributes the signal it received (0 for
+    none) to one all-reduce (MAX) across the strategy's replicas: every worker learns
+    at the same step that one was asked to stop, saves there and stops, and all exit
+    with the same status. TensorFlow's PreemptionCheckpointHandler is not used: in TF
+    2.21 it ignores SIGTERM on Google Cloud TPU and CPU VMs ("does not support") and
+    watches maintenance events instead on GCE GPU VMs, and its own restore skips our
+    fallback past a damaged checkpoint. This works the same on every platform, at the
+    cost of one scalar all-reduce per training call.
     """
 
-    def __init__(self, strategy, state: TrainingState):
-        self.stopped = False
-        config = tf.distribute.experimental.TerminationConfig(exit_fn=self._stop)
-        self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-            strategy.cluster_resolver, state.manager, termination_config=config)
+    def __init__(self, agree, signals: StopSignals):
+        """``agree``: ``distribute.agreement(strategy)``, the cluster-wide maximum."""
+        self.signals = signals
+        self.agreed: Optional[int] = None  # the signal every worker stopped for
+        self._agree = agree
 
-    def _stop(self):
-        self.stopped = True
-
-    def poll(self, step: int) -> None:
-        """Call once per step on every worker: saves there if a preemption is agreed."""
-        self.handler.save_checkpoint_if_preempted(checkpoint_number=step)
+    def poll(self) -> bool:
+        """Call at the same point on every worker; True once the cluster must stop."""
+        signum = int(self._agree(self.signals.received or 0))
+        if signum:
+            self.agreed = signum
+        return bool(signum)
 
 
 class StepCheckpointer(tf.keras.callbacks.Callback):
@@ -143,10 +148,10 @@ class StepCheckpointer(tf.keras.callbacks.Callback):
 
     def __init__(self, state: TrainingState, steps_per_epoch: int, every_steps: int,
                  signals: StopSignals, guard, resumed_tracker_values=None,
-                 preemption: Optional[ClusterPreemption] = None):
+                 cluster: Optional[ClusterStop] = None):
         super().__init__()
         self.state = state
-        self.preemption = preemption
+        self.cluster = cluster
         self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
         self.signals = signals
@@ -164,12 +169,10 @@ class StepCheckpointer(tf.keras.callbacks.Callback):
             return  # never save a diverged state
         step = self.state.step
         at_epoch_end = step % self.steps_per_epoch == 0
-        if self.preemption is not None:
-            self.preemption.poll(step)  # saves itself when the cluster agrees to stop
-            if self.preemption.stopped:
-                self.model.stop_training = True
-                return
-        if self.signals.received is not None:
+        # In a cluster every worker stops together or none does; alone, at once.
+        stop = (self.cluster.poll() if self.cluster is not None
+                else self.signals.received is not None)
+        if stop:
             self.model.stop_training = True
         else:
             every = self.every_steps

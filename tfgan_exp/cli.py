@@ -1,82 +1,153 @@
-"""Command-line flags -> Config -> training. The only module that reads flags.
+"""Command-line flags -> a grid of Configs -> training. The only module that reads the
+training flags (the score, report and bench commands define their own).
 
-Every user mistake ends here as one line on stderr and exit status 2, before training.
+Every setting that changes what a run computes takes a comma-separated list; every
+combination then runs (``grid``), one after another or ``--parallel`` at once, or a
+``--shard`` of them. Every user mistake ends here as one line on stderr and exit
+status 2, before anything is trained or written.
 """
 import dataclasses
-import itertools
-import os
+import json
 import sys
 from typing import List
 
-from absl import app, flags
+from absl import flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
+from tfgan_exp import grid as grid_lib
+from tfgan_exp import search as search_lib
+from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
                               PRESETS, STRATEGIES, Config, TrainingDiverged, UsageError)
 
 F = flags.FLAGS
 
-flags.DEFINE_string("dataset", "digits", f"Dataset: {', '.join(DATASETS)}, or a comma "
-                    "list for a grid. digits is bundled (offline); cifar10 and stl10 come "
-                    "from TFDS.")
+
+class ListParser(flags.ArgumentParser):
+    """A comma-separated list of one type: ``1e-4,2e-4`` -> [0.0001, 0.0002]."""
+
+    def __init__(self, item_type):
+        self.item_type = item_type
+
+    def _item(self, text: str):
+        if self.item_type is bool:
+            lowered = text.lower()
+            if lowered in ("true", "t", "1", "yes"):
+                return True
+            if lowered in ("false", "f", "0", "no"):
+                return False
+            raise ValueError(f"{text!r} is not true or false")
+        if self.item_type is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a whole number") from None
+        if self.item_type is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a number") from None
+        return text
+
+    def parse(self, argument):
+        if isinstance(argument, list):
+            return argument
+        if isinstance(argument, (bool, int, float)) and not isinstance(argument, str):
+            return [argument]
+        parts = [part.strip() for part in str(argument).split(",")]
+        if len(parts) > 1 and any(not part for part in parts):
+            raise ValueError(f"{argument!r} has an empty item")
+        return [self._item(part) for part in parts]
+
+    def flag_type(self):
+        return f"comma-separated list of {self.item_type.__name__}"
+
+
+class ListSerializer(flags.ArgumentSerializer):
+    def serialize(self, value):
+        return ",".join(grid_lib.format_value(v) for v in value)
+
+
+def define_axis(name: str, default, help_text: str) -> None:
+    """A flag that takes one value or a comma-separated list (a grid axis)."""
+    item_type = type(default)
+    flags.DEFINE_flag(flags.Flag(ListParser(item_type), ListSerializer(), name, [default],
+                                 help_text + " A comma-separated list makes a grid.",
+                                 boolean=item_type is bool))
+
+
+define_axis("dataset", "digits", f"Dataset: {', '.join(DATASETS)}. digits is bundled "
+            "(offline); cifar10 and stl10 come from TFDS.")
 flags.DEFINE_string("data_dir", "", "Directory of prepared TFDS data (default: TFDS's own).")
-flags.DEFINE_integer("image_size", 0, "Image side in pixels, a multiple of 8, 8..512; "
-                     "0 = the dataset's default (digits 32, cifar10 32, stl10 48).")
-flags.DEFINE_string("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}, or a "
-                    "comma list for a grid. minimax is the saturating min log(1 - D(G(z))); "
-                    "nonsat is max log D(G(z)).")
-flags.DEFINE_string("d_loss", "", f"Discriminator loss: {', '.join(D_LOSS_NAMES)}; "
-                    "empty = the generator loss's partner (bce for minimax and nonsat).")
-flags.DEFINE_float("gp_weight", 10.0, "WGAN-GP gradient penalty weight lambda, >= 0.")
-flags.DEFINE_boolean("spectral_norm", False, "Spectral normalisation on D's layers.")
-flags.DEFINE_integer("width", 0, "Network width w in channels (D goes w..8w, G 8w..w), "
-                     "1..1024; 0 = default (64, or 16 for digits).")
-flags.DEFINE_integer("latent_dim", 128, "Dimension of the noise z ~ N(0, I), 1..4096.")
-flags.DEFINE_integer("epochs", 0, "Passes over the training images, 1..100000; "
-                     "0 = default (digits 60, cifar10 and stl10 300).")
-flags.DEFINE_integer("batch_size", 64, "Global batch in images per D update, 1..65536, "
-                     "split across replicas (must divide by their number).")
-flags.DEFINE_float("lr_g", 2e-4, "Generator Adam learning rate, in (0, 1].")
-flags.DEFINE_float("lr_d", 2e-4, "Discriminator Adam learning rate, in (0, 1].")
-flags.DEFINE_float("beta1", 0.5, "Adam beta1 for both networks, in [0, 1).")
-flags.DEFINE_float("beta2", 0.999, "Adam beta2 for both networks, in [0, 1).")
-flags.DEFINE_integer("d_steps", 1, "Discriminator updates per generator update, 1..100.")
-flags.DEFINE_string("seed", "0", "Random seed for weights, data order and noise, "
-                    "0..2^31-1, or a comma list for a grid.")
+define_axis("image_size", 0, "Image side in pixels, a multiple of 8, 8..512; 0 = the "
+            "dataset's default (digits 32, cifar10 32, stl10 48).")
+define_axis("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}. minimax is the "
+            "saturating min log(1 - D(G(z))); nonsat is max log D(G(z)).")
+define_axis("d_loss", "", f"Discriminator loss: {', '.join(D_LOSS_NAMES)}; empty = the "
+            "generator loss's partner (bce for minimax and nonsat).")
+define_axis("gp_weight", 10.0, "WGAN-GP gradient penalty weight lambda, >= 0.")
+define_axis("spectral_norm", False, "Spectral normalisation (Miyato et al. 2018) on every "
+            "layer of D.")
+define_axis("width", 0, "Network width w in channels (D goes w..8w, G 8w..w), 1..1024; "
+            "0 = default (64, or 16 for digits).")
+define_axis("latent_dim", 128, "Dimension of the noise z ~ N(0, I), 1..4096.")
+define_axis("epochs", 0, "Passes over the training images, 1..100000; 0 = default "
+            "(digits 60, cifar10 and stl10 300).")
+define_axis("batch_size", 64, "Global batch in images per D update, 1..65536, split across "
+            "replicas (must divide by their number).")
+define_axis("lr_g", 2e-4, "Generator Adam learning rate, in (0, 1].")
+define_axis("lr_d", 2e-4, "Discriminator Adam learning rate, in (0, 1].")
+define_axis("beta1", 0.5, "Adam beta1 for both networks, in [0, 1).")
+define_axis("beta2", 0.999, "Adam beta2 for both networks, in [0, 1).")
+define_axis("d_steps", 1, "Discriminator updates per generator update, 1..100.")
+define_axis("seed", 0, "Random seed for weights, data order and noise, 0..2^31-1.")
 flags.DEFINE_integer("seeds", 0, "Run seeds 0..N-1 (a grid; overrides --seed), 0..1000.")
 flags.DEFINE_string("preset", "", f"Named settings, applied under any flag you set: "
                     f"{', '.join(f'{k} ({v})' for k, v in PRESETS.items())}.")
+flags.DEFINE_integer("search", 0, "Random search: draw N settings of "
+                     f"{', '.join(search_lib.SEARCHED_FIELDS)} ({search_lib.describe_space()})"
+                     " and train each loss with each, 0..1000; 0 = no search.")
+flags.DEFINE_integer("search_seed", 0, "Seed of the search's draws, 0..2^31-1.")
 flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}. auto = tpu "
                     "if --tpu or TPU_NAME is set, mirrored on 2+ GPUs, else default.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
 flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call, 1..10000.")
-flags.DEFINE_integer("eval_every", -1, "Epochs between evaluations (score, FID), 0..100000; "
-                     "0 = never; -1 = the dataset's default (digits 1, cifar10 8, stl10 2: "
-                     "evaluation under 10% of training compute). The last epoch is always "
-                     "evaluated when evaluation is on.")
-flags.DEFINE_integer("eval_samples", 0, "Generated images per evaluation, >= 10; also the "
-                     "number of real images for FID. 0 = default (digits 2000, else 10000).")
-flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for IS and FID: the TF-Hub "
+define_axis("eval_every", -1, "Epochs between evaluations (score, FID, KID, precision and "
+            "recall), 0..100000; 0 = never; -1 = the dataset's default (digits 1, cifar10 8, "
+            "stl10 2: evaluation under 10% of training compute). The last epoch is always "
+            "evaluated when evaluation is on.")
+define_axis("eval_samples", 0, "Generated images per evaluation, >= 10; also the number of "
+            "real images they are compared with. 0 = default (digits 2000, else 10000).")
+flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for the metrics: the TF-Hub "
                     "URL, a local directory holding that SavedModel, or 'none'. Digits use "
                     "their own small classifier instead.")
 flags.DEFINE_string("cache_dir", "", "Cache of the digits classifier and real-image "
-                    "statistics; default $TFGAN_EXP_CACHE or ~/.cache/tfgan_exp.")
-flags.DEFINE_string("mixed_precision", "", "Mixed precision: bf16, fp16 (with dynamic loss "
-                    "scaling for both optimizers), or empty for float32. The discriminator's "
-                    "logits and the losses stay float32.")
+                    "features; default $TFGAN_EXP_CACHE or ~/.cache/tfgan_exp.")
+define_axis("mixed_precision", "", "Mixed precision: bf16, fp16 (with dynamic loss scaling "
+            "for both optimizers), or empty for float32. D's logits, the losses and "
+            "spectral normalisation stay float32.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step.")
-flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. "
-                    "Default: runs/<dataset>-<g_loss>-seed<seed>.")
+flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. Default: "
+                    "runs/<dataset>-<g_loss>-seed<seed> for one run, runs/grid for a grid "
+                    "(each run in a folder named by the settings that vary).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again.")
+flags.DEFINE_boolean("retry_diverged", False, "Train runs that diverged before again, from "
+                     "their last good checkpoint (by default a grid skips them).")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint within epochs, every N "
                      "global steps (0 = only at epoch ends), 0..10^9.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops (tf enable_op_determinism): "
                      "a killed and resumed run equals the uninterrupted one, bit for bit. "
                      "Slower on GPU.")
-
-
-GRID_FLAGS = ("dataset", "g_loss", "seed")
+flags.DEFINE_string("shard", "", "Train only slice K of N of the grid (K/N, 0 <= K < N), so "
+                    "that N jobs share one --run_dir; auto = Slurm's array task, auto/N = "
+                    "Slurm's or a Kubernetes Indexed Job's index with N tasks.")
+flags.DEFINE_integer("parallel", 1, "Train up to P runs of the grid at once, each in its own "
+                     "process on its own GPU (or its share of the CPU cores), 1..256.")
+flags.DEFINE_boolean("dry_run", False, "Check the runs and print the ones this command "
+                     "(this --shard) would train, then stop: nothing is trained or written.")
+flags.DEFINE_string("run_config", "", "Internal (used by --parallel): train the one run "
+                    "this JSON Config describes.")
 
 
 def _seeds() -> List[int]:
@@ -84,63 +155,37 @@ def _seeds() -> List[int]:
         if not 1 <= F.seeds <= 1000:
             raise UsageError(f"--seeds={F.seeds}: must be an integer from 1 to 1000")
         return list(range(F.seeds))
-    try:
-        return [int(part) for part in _parts("seed")]
-    except ValueError:
-        raise UsageError(f"--seed={F.seed}: must be an integer 0..2^31-1 or a comma list "
-                         "of them") from None
+    return F.seed
 
 
-def _parts(name: str) -> List[str]:
-    parts = [part.strip() for part in str(F[name].value).split(",")]
-    if any(not part for part in parts):
-        raise UsageError(f"--{name}={F[name].value}: an empty item in the list")
-    return parts
+def grid_from_flags() -> grid_lib.Grid:
+    """The runs the flags ask for: one, or every combination of the listed settings.
 
-
-def configs_from_flags() -> List[Config]:
-    """The runs the flags ask for: one, or every combination of the grid flags.
-
-    In a grid each run goes to ``<run_dir>/<dataset>-<g_loss>-seed<seed>``, with
-    ``run_dir`` defaulting to ``runs/grid``. A preset's values apply to every flag the
-    user did not set.
+    A preset's values apply to every flag the user did not set.
     """
-    names = [f.name for f in dataclasses.fields(Config)]
-    values = {name: F[name].value for name in names if name not in GRID_FLAGS}
+    names = [f.name for f in dataclasses.fields(Config) if f.name != "run_dir"]
+    values = {name: F[name].value if isinstance(F[name].value, list) else [F[name].value]
+              for name in names}
     if F.preset:
         if F.preset not in PRESETS:
             raise UsageError(f"--preset={F.preset}: unknown; choose one of "
                              f"{', '.join(PRESETS)}")
-        values.update({k: v for k, v in PRESETS[F.preset].items() if not F[k].present})
-    combos = list(itertools.product(_parts("dataset"), _parts("g_loss"), _seeds()))
-    grid = len(combos) > 1 or bool(F.seeds)
-    configs = []
-    for dataset, g_loss, seed in combos:
-        run_values = dict(values, dataset=dataset, g_loss=g_loss, seed=seed)
-        if grid:
-            run_values["run_dir"] = os.path.join(values["run_dir"] or os.path.join("runs", "grid"),
-                                                 f"{dataset}-{g_loss}-seed{seed}")
-        configs.append(Config(**run_values).resolved())
-    return configs
+        values.update({k: [v] for k, v in PRESETS[F.preset].items() if not F[k].present})
+    values["seed"] = _seeds()
+    if not 0 <= F.search <= 1000:
+        raise UsageError(f"--search={F.search}: must be an integer from 0 to 1000")
+    if not 0 <= F.search_seed < 2**31:
+        raise UsageError(f"--search_seed={F.search_seed}: must be an integer 0..2^31-1")
+    return grid_lib.expand(values, F.run_dir, F.search, F.search_seed,
+                           force_grid=bool(F.seeds))
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def main(argv):
-    from absl import logging
-    logging.set_verbosity(logging.WARNING)  # hide TensorFlow's per-checkpoint INFO lines
-    if len(argv) > 1:
-        fail(f"unexpected argument(s) {argv[1:]}; every setting is a --flag (see --help)")
+def run_single(config: Config) -> None:
+    """One run, with its exit status: 0 trained, 2 a user's mistake, 3 diverged, 128 + N
+    stopped by signal N (checkpointed)."""
+    from tfgan_exp import training  # imports TensorFlow: after the flags are checked
     try:
-        configs = configs_from_flags()  # every run of a grid is checked before the first
-        from tfgan_exp import training  # imports TensorFlow: after the flags are checked
-        for number, config in enumerate(configs, start=1):
-            if len(configs) > 1:
-                print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr)
-            training.run(config)
+        training.run(config)
     except UsageError as error:
         fail(str(error))
     except TrainingDiverged as error:
@@ -151,5 +196,62 @@ def main(argv):
         sys.exit(128 + error.signum)  # the shell's convention for "killed by a signal"
 
 
+def main(argv):
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # hide TensorFlow's per-checkpoint INFO lines
+    if len(argv) > 1:
+        fail(f"unexpected argument(s) {argv[1:]}; every setting is a --flag (see --help)")
+    if F.run_config:
+        try:
+            run_single(Config.from_dict(json.loads(F.run_config)))
+        except (ValueError, UsageError) as error:
+            fail(f"--run_config: {error}")
+        return
+    from tfgan_exp import launch
+    try:
+        grid = grid_from_flags()
+        if not 1 <= F.parallel <= 256:
+            raise UsageError(f"--parallel={F.parallel}: must be an integer from 1 to 256")
+        shard = grid_lib.parse_shard(F.shard)
+        if shard and not grid.is_grid:
+            raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
+        for note in grid_lib.check(grid, F.retry_diverged):  # every run, before the first
+            print(f"note: {note}", file=sys.stderr)
+    except UsageError as error:
+        fail(str(error))
+    configs = grid.configs
+    if shard:
+        configs = grid_lib.shard(configs, *shard)
+        print(f"shard {shard[0]}/{shard[1]}: {len(configs)} of the grid's "
+              f"{len(grid.configs)} runs", file=sys.stderr)
+    if F.dry_run:
+        defaults = Config().resolved()
+        for config in configs:
+            changed = [f"{f.name}={grid_lib.format_value(getattr(config, f.name))}"
+                       for f in dataclasses.fields(Config) if f.name != "run_dir"
+                       and getattr(config, f.name) != getattr(defaults, f.name)]
+            print(f"would train {config.run_dir}  ({', '.join(changed) or 'defaults'})")
+        print(f"dry run: {len(configs)} run(s) checked; nothing was trained or written",
+              file=sys.stderr)
+        return
+    if not grid.is_grid:
+        run_single(grid.configs[0])
+        return
+    grid_lib.write_search(grid)
+    try:
+        if F.parallel > 1:
+            tally = launch.run_in_parallel(configs, grid.root, F.parallel)
+        else:
+            tally = launch.run_sequentially(configs, grid.root)
+    except UsageError as error:
+        fail(str(error))
+    print(tally.summary(), file=sys.stderr)
+    sys.exit(tally.exit_status)
+
+
 def run():
-    app.run(main)
+    run_command(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -14,11 +14,12 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = ("", "bf16", "fp16")  # "" = float32; fp16 uses dynamic loss scaling
 G_LOSS_NAMES = ("minimax", "nonsat", "hinge", "wgan-gp", "lsgan")
 D_LOSS_NAMES = ("bce", "hinge", "wgan-gp", "lsgan")
-# Each generator loss's discriminator partner, the default for --d_loss (DESIGN.md table).
+# Each generator loss's discriminator partner, the default for --d_loss (README, the losses table).
 D_PARTNER = {"minimax": "bce", "nonsat": "bce", "hinge": "hinge",
              "wgan-gp": "wgan-gp", "lsgan": "lsgan"}
 
 INCEPTION_URL = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+SPLITS = 10  # papers report the mean and std of the Inception Score over 10 splits
 
 # Per-dataset defaults: image size (pixels), network width w, epochs, images per
 # evaluation, and epochs between evaluations.
@@ -41,9 +42,25 @@ DATASET_DEFAULTS = {
 # Named settings for --preset. "strong_d" is the article's STL-10 setting in spirit: a
 # discriminator that outpaces the generator (3 updates per G update at twice G's learning
 # rate), so D's loss heads toward zero and the saturating loss's gradient can vanish.
+# "wgan_gp_paper" is Gulrajani et al.'s (2017) setting for WGAN-GP (their Algorithm 1:
+# 5 critic updates per generator update, Adam with lr 1e-4 and betas (0, 0.9)); without
+# it, wgan-gp trains with DCGAN's Adam settings, as every other loss does.
 PRESETS = {
     "strong_d": {"d_steps": 3, "lr_d": 4e-4},
+    "wgan_gp_paper": {"d_steps": 5, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9},
 }
+
+
+# Settings that say where a run goes, how fast, or how it is kept, never what it
+# computes: they are not grid axes, they do not name a report's groups, and a run may
+# be resumed with them changed.
+NON_RESULT_SETTINGS = frozenset({
+    "data_dir", "strategy", "tpu", "steps_per_execution", "jit_compile", "deterministic",
+    "inception_model", "cache_dir", "run_dir", "keep_checkpoints", "checkpoint_every_steps",
+    "overwrite", "retry_diverged"})
+# Settings that change results but may still change on resuming: a finished run can be
+# trained longer, and evaluated more or less often from there on.
+RESUMABLE_SETTINGS = NON_RESULT_SETTINGS | {"epochs", "eval_every"}
 
 
 class TrainingDiverged(Exception):
@@ -100,6 +117,8 @@ class Config:
     checkpoint_every_steps: int = 0  # also save within epochs, every N global steps; 0 = no
     deterministic: bool = False  # enable_op_determinism: bit-identical reruns and resumes
     overwrite: bool = False     # delete an existing run directory and start again
+    retry_diverged: bool = False  # train a run that diverged before again, from its
+                                  # last good checkpoint (else it is skipped)
 
     def resolved(self) -> "Config":
         """Returns a copy with every "default" (0 or "") replaced by its value; validates."""
@@ -153,12 +172,18 @@ class Config:
         for name in ("beta1", "beta2"):
             _real(name, getattr(self, name), 0.0, 1.0, high_open=True)
         _real("gp_weight", self.gp_weight, 0.0, 1e6)
-        for name in ("spectral_norm", "overwrite", "deterministic", "jit_compile"):
+        for name in ("spectral_norm", "overwrite", "deterministic", "jit_compile",
+                     "retry_diverged"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"--{name}={getattr(self, name)!r}: must be true or false")
         if self.strategy == "tpu" and not self.tpu and not os.environ.get("TPU_NAME"):
             raise UsageError("--strategy=tpu needs --tpu=NAME_OR_ADDRESS "
                              "(or --tpu=local on a TPU VM)")
+        on_tpu = self.strategy == "tpu" or (
+            self.strategy == "auto" and bool(self.tpu or os.environ.get("TPU_NAME")))
+        if on_tpu and self.mixed_precision == "fp16":
+            raise UsageError("--mixed_precision=fp16 on a TPU: TPUs have no float16 "
+                             "arithmetic; use --mixed_precision=bf16")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

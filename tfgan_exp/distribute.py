@@ -1,6 +1,8 @@
 """Choosing the tf.distribute strategy: default, mirrored, multiworker or tpu."""
+import glob
 import json
 import os
+import sys
 
 import tensorflow as tf
 
@@ -18,8 +20,46 @@ def resolve_name(strategy: str, tpu: str = "") -> str:
     return "default"
 
 
+GPU_INSTALL_HINT = ("pip install -r requirements-gpu.txt (tensorflow[and-cuda]), or "
+                    "make demo GPU=1")
+
+
+def nvidia_gpus_present(dev_dir: str = "/dev",
+                        proc_dir: str = "/proc/driver/nvidia/gpus") -> bool:
+    """True when the NVIDIA driver exposes a GPU (a /dev/nvidiaN device or a driver entry)."""
+    return bool(glob.glob(os.path.join(dev_dir, "nvidia[0-9]*"))
+                or glob.glob(os.path.join(proc_dir, "*")))
+
+
+def unused_gpu_note(tensorflow_gpus: int, present: bool) -> str:
+    """One line for a machine whose NVIDIA GPU TensorFlow cannot see ("" otherwise)."""
+    if tensorflow_gpus or not present:
+        return ""
+    return ("note: this machine has an NVIDIA GPU but TensorFlow sees none, so training "
+            "runs on the CPU; TensorFlow's CUDA libraries are missing: " + GPU_INSTALL_HINT)
+
+
+_STRATEGIES = {}  # one strategy per process and name: see make_strategy
+
+
 def make_strategy(strategy: str, tpu: str = "") -> tf.distribute.Strategy:
-    """Builds the strategy; a cluster that cannot be reached is a UsageError."""
+    """The strategy, built once per process; a cluster that cannot be reached is a
+    UsageError.
+
+    The runs of a grid trained in one process share it: two MirroredStrategy objects
+    over the same devices number their collective operations alike, and the second's
+    then clash with the first's ("Collective instance ... expected type").
+    """
+    key = (resolve_name(strategy, tpu), tpu)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _build_strategy(strategy, tpu)
+    return _STRATEGIES[key]
+
+
+def _build_strategy(strategy: str, tpu: str) -> tf.distribute.Strategy:
+    note = unused_gpu_note(len(tf.config.list_physical_devices("GPU")), nvidia_gpus_present())
+    if note:
+        print(note, file=sys.stderr)
     name = resolve_name(strategy, tpu)
     if name == "default":
         return tf.distribute.get_strategy()
@@ -60,3 +100,28 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type in (None, "chief") or (
         task_type == "worker" and task_id == 0
         and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def is_cluster(strategy_name: str, tpu: str = "") -> bool:
+    """True for strategies whose workers must act together (multiworker, tpu)."""
+    return resolve_name(strategy_name, tpu) in ("multiworker", "tpu")
+
+
+def agreement(strategy: tf.distribute.Strategy):
+    """A function int -> int: the largest of the values every worker passes in.
+
+    Every worker must call it at the same point (it is an all-gather across all
+    replicas); it returns once all have. Used to agree on stopping and as a barrier.
+    """
+
+    def replica_max(value):
+        # ReduceOp has no MAX: gather every replica's value, then take the largest.
+        gathered = tf.distribute.get_replica_context().all_gather(value[None], axis=0)
+        return tf.reduce_max(gathered)
+
+    @tf.function
+    def largest(value):
+        return strategy.experimental_local_results(strategy.run(replica_max, args=(value,)))[0]
+
+    # float32: every collective implementation reduces it (small integers are exact).
+    return lambda value: int(largest(tf.constant(value, tf.float32)).numpy())

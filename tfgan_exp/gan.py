@@ -64,11 +64,17 @@ class GAN(tf.keras.Model):
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
 
     @staticmethod
-    def _scaled(optimizer, loss):
-        """The loss to differentiate: multiplied by the loss scale under float16."""
+    def _loss_scale(optimizer):
+        """The optimizer's current float16 loss scale, or None without loss scaling."""
         if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-            return optimizer.get_scaled_loss(loss)
-        return loss
+            return optimizer.loss_scale
+        return None
+
+    @classmethod
+    def _scaled(cls, optimizer, loss):
+        """The loss to differentiate: multiplied by the loss scale under float16."""
+        scale = cls._loss_scale(optimizer)
+        return loss if scale is None else optimizer.get_scaled_loss(loss)
 
     @staticmethod
     def _apply(optimizer, scaled_loss, tape, variables):
@@ -88,7 +94,7 @@ class GAN(tf.keras.Model):
         optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
         norm = tf.linalg.global_norm(grads)
         if not loss_scaling:
-            return norm, 1.0
+            return norm, tf.constant(1.0)
         finite = tf.math.is_finite(norm)
         return tf.where(finite, norm, 0.0), tf.cast(finite, tf.float32)
 
@@ -100,7 +106,8 @@ class GAN(tf.keras.Model):
             fake_logits = self._logits(fake_images)
             per_example = losses.d_fn(real_logits, fake_logits)
             if losses.gp_weight > 0:
-                penalty = gradient_penalty(self.discriminator, real_images, fake_images, gp_eps)
+                penalty = gradient_penalty(self.discriminator, real_images, fake_images,
+                                           gp_eps, self._loss_scale(self.d_optimizer))
                 per_example += losses.gp_weight * penalty
             else:
                 penalty = tf.zeros_like(per_example)
@@ -108,8 +115,13 @@ class GAN(tf.keras.Model):
         norm, weight = self._apply(self.d_optimizer, loss, tape,
                                    self.discriminator.trainable_variables)
         t = self.trackers
-        t["d_loss"].update_state(per_example)
-        t["gradient_penalty"].update_state(penalty)
+        # A step skipped for a float16 overflow (weight 0) may have an infinite penalty,
+        # and so loss: like its gradient norm, it is left out of the epoch's means
+        # (zeroed first: inf times a zero weight would be NaN).
+        kept = tf.cast(weight, tf.bool)
+        t["d_loss"].update_state(tf.where(kept, per_example, 0.0), sample_weight=weight)
+        t["gradient_penalty"].update_state(tf.where(kept, penalty, 0.0),
+                                           sample_weight=weight)
         t["d_real_logit"].update_state(real_logits)
         t["d_fake_logit"].update_state(fake_logits)
         t["d_real_prob"].update_state(tf.sigmoid(real_logits))

@@ -8,7 +8,7 @@ the one place that knows the global batch size (see ``gan.GAN``).
 Note on the founding article's pseudo-code: it labels ``BCE(D(G(z)), ones)`` as
 "min log(1 - D)" and ``-BCE(D(G(z)), zeros)`` as "max log D". The first is in fact the
 non-saturating loss and the second the saturating one. This module uses the textbook
-definitions (Goodfellow et al. 2014), as in DESIGN.md.
+definitions (Goodfellow et al. 2014), as the README's losses table gives them.
 """
 import dataclasses
 from typing import Callable
@@ -74,26 +74,50 @@ def d_least_squares(real_logits, fake_logits):
     return 0.5 * tf.math.squared_difference(real_logits, 1.0) + 0.5 * tf.square(fake_logits)
 
 
-def gradient_penalty(discriminator, real_images, fake_images, epsilon):
+def input_gradients(discriminator, images, loss_scale=None):
+    """grad_x D(x) for images float [batch, H, W, C]: float [batch, H, W, C].
+
+    Under float16 the backward pass through D can underflow (its per-pixel gradients
+    are small); ``loss_scale`` (the optimizer's current scale) multiplies D's output
+    before the gradient is taken and divides the gradient after, as the outer loss
+    scaling does for the weights.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = discriminator(images, training=True)
+        if loss_scale is not None:
+            logits = logits * tf.cast(loss_scale, logits.dtype)
+    grads = tape.gradient(logits, images)
+    if loss_scale is not None:
+        grads = grads / tf.cast(loss_scale, grads.dtype)
+    return grads
+
+
+def input_gradient_norms(discriminator, images, loss_scale=None):
+    """||grad_x D(x)||_2 per image, float [batch] (see ``input_gradients``).
+
+    Has 1e-10 under the square root, as in TF-GAN, so that its gradient stays finite
+    where the input gradient is zero.
+    """
+    grads = input_gradients(discriminator, images, loss_scale)
+    return tf.sqrt(1e-10 + tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
+
+
+def gradient_penalty(discriminator, real_images, fake_images, epsilon, loss_scale=None):
     """WGAN-GP penalty (Gulrajani et al. 2017, eq. 3): (||grad_x D(x_hat)||_2 - 1)^2.
 
     Args:
       discriminator: callable images -> logits [batch] or [batch, 1].
       real_images, fake_images: float [batch, H, W, C] in [-1, 1].
       epsilon: float [batch], uniform in [0, 1]: x_hat = eps * x + (1 - eps) * G(z).
+      loss_scale: the float16 loss scale, or None (see ``input_gradient_norms``).
 
     Returns:
-      float [batch]. The norm has 1e-10 under the square root, as in TF-GAN, so that its
-      gradient stays finite where the input gradient is zero.
+      float [batch].
     """
     eps = tf.reshape(epsilon, [-1, 1, 1, 1])
     interpolated = eps * real_images + (1.0 - eps) * fake_images
-    with tf.GradientTape() as tape:
-        tape.watch(interpolated)
-        logits = discriminator(interpolated, training=True)
-    grads = tape.gradient(logits, interpolated)
-    norms = tf.sqrt(1e-10 + tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
-    return tf.square(norms - 1.0)
+    return tf.square(input_gradient_norms(discriminator, interpolated, loss_scale) - 1.0)
 
 
 G_LOSSES = {

@@ -14,6 +14,8 @@ normalises over the global batch exactly as one device does.
 """
 import tensorflow as tf
 
+from tfgan_exp.spectral_norm import SNConv2D, SNDense
+
 layers = tf.keras.layers
 
 
@@ -43,18 +45,20 @@ def build_generator(image_shape, latent_dim: int, width: int = 64) -> tf.keras.M
 
 def build_discriminator(image_shape, width: int = 64,
                         spectral_norm: bool = False) -> tf.keras.Model:
-    """Returns D: float [batch, H, W, C] in [-1, 1] -> float32 logits [batch, 1]."""
+    """Returns D: float [batch, H, W, C] in [-1, 1] -> float32 logits [batch, 1].
 
-    def maybe_sn(layer):
-        return layers.SpectralNormalization(layer) if spectral_norm else layer
-
+    With ``spectral_norm`` every layer is spectrally normalised as in SN-GAN
+    (``spectral_norm.SNConv2D`` and ``SNDense``).
+    """
+    conv = SNConv2D if spectral_norm else layers.Conv2D
+    dense = SNDense if spectral_norm else layers.Dense
     images = tf.keras.Input(shape=tuple(image_shape), name="images")
     x = images
     plan = [(3, 1, 1), (4, 2, 1), (3, 1, 2), (4, 2, 2), (3, 1, 4), (4, 2, 4), (3, 1, 8)]
     for i, (kernel, stride, multiple) in enumerate(plan):
-        x = maybe_sn(layers.Conv2D(multiple * width, kernel, strides=stride,
-                                   padding="same", name=f"d_conv{i}"))(x)
+        x = conv(multiple * width, kernel, strides=stride, padding="same",
+                 name=f"d_conv{i}")(x)
         x = layers.LeakyReLU(0.1)(x)
     x = layers.Flatten()(x)
-    logits = maybe_sn(layers.Dense(1, dtype="float32", name="d_logit"))(x)
+    logits = dense(1, dtype="float32", name="d_logit")(x)
     return tf.keras.Model(images, logits, name="discriminator")

@@ -7,6 +7,8 @@ Layout (one directory per run; running the same command again resumes it)::
   samples/epoch_NNNN.png    8x8 grid from a fixed noise batch, one per epoch
   events.out.tfevents.*     TensorBoard scalars and sample grids
   checkpoints/              the last few training states (tf.train.CheckpointManager)
+  diverged.json             only for a run that diverged: where (epoch, step) and which
+                            values were not finite; a grid skips such a run
 """
 import contextlib
 import dataclasses
@@ -14,18 +16,11 @@ import json
 import os
 import shutil
 import uuid
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfgan_exp.config import Config, UsageError
-
-# Settings that may change between the run that wrote a directory and one resuming it:
-# they change where or how fast training runs, or how long, not what it computes.
-RESUMABLE_CHANGES = frozenset({
-    "epochs", "strategy", "tpu", "data_dir", "run_dir", "steps_per_execution",
-    "keep_checkpoints", "checkpoint_every_steps", "deterministic", "overwrite", "eval_every",
-    "inception_model", "cache_dir"})
+from tfgan_exp.config import RESUMABLE_SETTINGS, Config, UsageError
 
 
 def check_writable(path: str) -> None:
@@ -52,6 +47,7 @@ class RunDir:
         self.metrics_path = os.path.join(path, "metrics.jsonl")
         self.samples_dir = os.path.join(path, "samples")
         self.checkpoint_dir = os.path.join(path, "checkpoints")
+        self.diverged_path = os.path.join(path, "diverged.json")
 
     def saved_config(self):
         """The Config this directory was written for, or None for a new directory."""
@@ -61,28 +57,54 @@ class RunDir:
             return json.load(f)
 
     def differences(self, config: Config) -> Dict[str, tuple]:
-        """Settings, other than RESUMABLE_CHANGES, whose saved value differs from config's."""
-        saved = self.saved_config() or {}
+        """Settings, other than RESUMABLE_SETTINGS, whose saved value differs from config's.
+
+        A setting the saved config lacks (written by an older version) counts as its
+        default value.
+        """
+        saved = dict(dataclasses.asdict(Config()), **(self.saved_config() or {}))
         current = dataclasses.asdict(config)
         return {key: (saved.get(key), current.get(key))
                 for key in sorted(set(saved) | set(current))
-                if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)}
+                if key not in RESUMABLE_SETTINGS and saved.get(key) != current.get(key)}
+
+    def clash(self, config: Config) -> str:
+        """Why ``config`` may not resume the run here (it has other settings), or ""."""
+        if self.saved_config() is None:
+            return ""
+        differences = self.differences(config)
+        if not differences:
+            return ""
+        listed = "; ".join(f"{k}: {old!r} there, {new!r} now"
+                           for k, (old, new) in differences.items())
+        return f"{self.path} holds a run with other settings ({listed})"
 
     def prepare(self, config: Config, overwrite: bool = False) -> None:
         """Creates the directory for ``config``, or checks that it may resume the one there."""
         if overwrite and os.path.exists(self.path):
             shutil.rmtree(self.path)
-        if self.saved_config() is not None:
-            differences = self.differences(config)
-            if differences:
-                listed = "; ".join(f"{k}: {old!r} there, {new!r} now"
-                                   for k, (old, new) in differences.items())
-                raise UsageError(
-                    f"{self.path} holds a run with other settings ({listed}). Use another "
-                    "--run_dir, or --overwrite to delete that run and start again.")
+        clash = self.clash(config)
+        if clash:
+            raise UsageError(f"{clash}. Use another --run_dir, or --overwrite to delete that "
+                             "run and start again.")
         os.makedirs(self.samples_dir, exist_ok=True)
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         write_atomically(self.config_path, config.to_json() + "\n")
+
+    def divergence(self) -> Optional[dict]:
+        """Where and why the run diverged (``record_divergence``'s record), or None."""
+        if not os.path.exists(self.diverged_path):
+            return None
+        with open(self.diverged_path) as f:
+            return json.load(f)
+
+    def record_divergence(self, record: dict) -> None:
+        """Writes diverged.json: the run diverged; ``record`` says where and why."""
+        write_atomically(self.diverged_path, json.dumps(record, indent=2) + "\n")
+
+    def clear_divergence(self) -> None:
+        if os.path.exists(self.diverged_path):
+            os.remove(self.diverged_path)
 
     def read_metrics(self) -> List[dict]:
         """The per-epoch records, skipping a last line cut short by a crash."""

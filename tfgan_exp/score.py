@@ -4,20 +4,20 @@ IMAGES (and REF) is a ``.npy`` / ``.npz`` array of shape N x H x W x 3, uint8 in
 [0, 255] or float in [-1, 1], or a folder of PNG files. Prints a summary for people and,
 as its last line, one JSON object: ``inception_score`` (over all images),
 ``inception_score_mean_10`` and ``inception_score_std_10`` (over 10 splits, as papers
-report), ``fid`` (with a reference) and ``num_images``. With ``--classifier=digits`` the
-keys start with ``digits_`` instead of ``inception_`` and the images may be gray.
+report), ``num_images``, and with a reference ``fid``, ``kid``, ``kid_std``,
+``precision`` and ``recall``. With ``--classifier=digits`` every metric key starts with
+``digits_`` (``digits_score``, ``digits_fid``, ...) and the images may be gray.
 """
 import glob
 import json
 import os
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
-from tfgan_exp.config import DATASET_DEFAULTS, INCEPTION_URL, UsageError
-from tfgan_exp.scores import SPLITS
+from tfgan_exp.command_line import fail, run_command
+from tfgan_exp.config import DATASET_DEFAULTS, INCEPTION_URL, SPLITS, UsageError
 
 F = flags.FLAGS
 flags.DEFINE_string("reference", "", "Reference images for FID (same forms as IMAGES).")
@@ -101,12 +101,10 @@ def _read_png_folder(path, what):
     return np.stack(images)
 
 
-def score_images(images, classifier, reference=None) -> dict:
+def command_record(images, classifier, reference=None) -> dict:
     """The score command's record for float images [N, H, W, C] in [-1, 1]."""
-    from tfgan_exp.data import chunks
-    from tfgan_exp.evaluation import classify, summarise
-    logits, stats = classify(classifier, chunks(images, 500))
-    record = summarise(classifier.name, logits, stats, reference)
+    from tfgan_exp.evaluation.evaluator import score_images
+    record = score_images(classifier, images, reference)
     name = classifier.name
     record[f"{name}_score_std_10"] = record.pop(f"{name}_score_std")
     record["num_images"] = len(images)
@@ -129,33 +127,39 @@ def main(argv):
         images = load_image_set(argv[1], "IMAGES", channels)
         reference_images = (load_image_set(F.reference, "--reference", channels)
                             if F.reference else None)
-        from tfgan_exp import data, evaluation
-        from tfgan_exp.classifiers import DigitsClassifier, InceptionClassifier, default_cache_dir
+        from tfgan_exp import data
+        from tfgan_exp.evaluation import evaluator, metrics
+        from tfgan_exp.evaluation.classifiers import (DigitsClassifier, InceptionClassifier,
+                                                      default_cache_dir)
         cache_dir = F.cache_dir or default_cache_dir()
         classifier = (DigitsClassifier(cache_dir) if F.classifier == "digits"
                       else InceptionClassifier(F.inception_model))
         reference = None
         if reference_images is not None:
-            _, reference = evaluation.classify(classifier, [reference_images])
+            features = classifier(reference_images)[1]
+            reference = evaluator.RealFeatures(features, metrics.knn_radii(features))
         elif F.dataset:
             size = F.image_size or DATASET_DEFAULTS[F.dataset]["image_size"]
             real = data.load_images(F.dataset, size, F.data_dir)
-            reference = evaluation.real_stats(classifier, real, f"{F.dataset}-{size}px",
-                                              cache_dir)
-        record = score_images(images, classifier, reference)
+            reference = evaluator.real_features(classifier, real, f"{F.dataset}-{size}px",
+                                                cache_dir)
+        record = command_record(images, classifier, reference)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(error))
     name = classifier.name
     print(f"{record['num_images']} images scored with the {name} classifier")
     print(f"  {name} score (all images):  {record[f'{name}_score']:.4f}")
     print(f"  over {SPLITS} splits:             {record[f'{name}_score_mean_10']:.4f} "
           f"± {record[f'{name}_score_std_10']:.4f}")
-    from tfgan_exp.evaluation import fid_key
-    if fid_key(name) in record:
-        print(f"  Fréchet distance to the reference: {record[fid_key(name)]:.4f}")
+    from tfgan_exp.evaluation.evaluator import metric_key
+    if metric_key(name, "fid") in record:
+        print(f"  Fréchet distance to the reference: {record[metric_key(name, 'fid')]:.4f}")
+        print(f"  kernel distance (KID):             {record[metric_key(name, 'kid')]:.5f} "
+              f"± {record[metric_key(name, 'kid_std')]:.5f}")
+        print(f"  precision, recall (k = 3):         {record[metric_key(name, 'precision')]:.3f}"
+              f", {record[metric_key(name, 'recall')]:.3f}")
     print(json.dumps(record))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_command(main)

@@ -1,4 +1,7 @@
 """``run(config)``: build everything under the strategy, resume, fit, record each epoch."""
+import contextlib
+import dataclasses
+import os
 import signal
 import sys
 import tempfile
@@ -8,20 +11,20 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute, evaluation, models
-from tfgan_exp.checkpointing import (ClusterPreemption, StepCheckpointer, StopSignals,
-                                     TrainingState)
-from tfgan_exp.config import Config, TrainingDiverged, UsageError
+from tfgan_exp import data, distribute, models, summaries
+from tfgan_exp.evaluation.evaluator import EpochEvaluator, make_scorer
+from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
+from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
 from tfgan_exp.gan import GAN
 from tfgan_exp.losses import loss_pair
 from tfgan_exp.rundir import RunDir, check_writable, image_grid
-from tfgan_exp.sampling import Sampler
+from tfgan_exp.replicated import ReplicatedMap
 
 MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 SAMPLE_GRID = 64  # fixed-noise images per sample grid (8 x 8)
 
-# An evaluator takes the Sampler and returns metrics to add to the epoch's record.
-Evaluator = Callable[[Sampler], Dict[str, float]]
+# An evaluator returns metrics to add to the epoch's record.
+Evaluator = Callable[[], Dict[str, float]]
 
 
 def build_gan(config: Config, image_shape) -> GAN:
@@ -68,13 +71,15 @@ class NonFiniteGuard(tf.keras.callbacks.Callback):
     """Stops training at the first step whose logged values are not all finite.
 
     Keras's TerminateOnNaN watches only a key named ``loss``; a GAN logs ``d_loss``,
-    ``g_loss`` and gradient norms, so every key is checked, after every step.
+    ``g_loss`` and gradient norms, so every key is checked, after every step. ``where``
+    then says where and why, as diverged.json records it.
     """
 
     def __init__(self, state: TrainingState):
         super().__init__()
         self.state = state
         self.failure: Optional[str] = None
+        self.where: Optional[dict] = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -89,6 +94,9 @@ class NonFiniteGuard(tf.keras.callbacks.Callback):
             listed = ", ".join(f"{k} = {v}" for k, v in sorted(bad.items()))
             self.failure = (f"training diverged in epoch {self._epoch + 1}, step {step}: "
                             f"{listed} (epoch means so far)")
+            # JSON has no NaN or infinity: the values are kept as their names.
+            self.where = {"epoch": self._epoch + 1, "step": step,
+                          "values": {k: str(v) for k, v in sorted(bad.items())}}
             self.model.stop_training = True
 
 
@@ -99,7 +107,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
     a resumed run drops lines past its checkpoint, so every epoch appears exactly once.
     """
 
-    def __init__(self, config: Config, run_dir: RunDir, sampler: Sampler,
+    def __init__(self, config: Config, run_dir: RunDir, sampler: ReplicatedMap,
                  state: TrainingState, steps_per_epoch: int, images_per_step: int,
                  chief: bool, evaluators: List[Evaluator] = (),
                  guard: Optional[NonFiniteGuard] = None):
@@ -119,8 +127,12 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self._epoch_seconds: List[float] = []
 
     def on_train_begin(self, logs=None):
-        if self.chief:
+        if self.chief and self.writer is None:
             self.writer = tf.summary.create_file_writer(self.run_dir.path)
+            settings = {k: v for k, v in dataclasses.asdict(self.config).items()
+                        if k not in NON_RESULT_SETTINGS}
+            summaries.write_hparams(self.writer, settings,
+                                    os.path.basename(os.path.normpath(self.run_dir.path)))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -143,15 +155,15 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         due = every and number % every == 0
         if due or number == self.config.epochs:
             for evaluate in self.evaluators:
-                record.update(evaluate(self.sampler))
+                record.update(evaluate())
         grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
         if self.chief:
             self.run_dir.write_samples(number, grid)
             self.run_dir.append_metrics(record)
             with self.writer.as_default(step=number):
                 for key, value in record.items():
-                    if key != "epoch":
-                        tf.summary.scalar(key, value)
+                    if key not in ("epoch", "step"):
+                        tf.summary.scalar(summaries.tag(key), value)
                 tf.summary.image("samples", grid[None])
             self.writer.flush()
         self.state.save()
@@ -159,9 +171,10 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.last_record = record
         print(progress_line(record, self.config.epochs, self._epoch_seconds), flush=True)
 
-    def on_train_end(self, logs=None):
+    def close(self):
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def progress_line(record: dict, epochs: int, epoch_seconds: List[float]) -> str:
@@ -200,6 +213,14 @@ def run(config: Config) -> Optional[dict]:
       Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved.
     """
     config = config.resolved()
+    run_dir = RunDir(config.run_dir)
+    earlier = run_dir.divergence()
+    if earlier and not (config.retry_diverged or config.overwrite):
+        raise TrainingDiverged(
+            f"{config.run_dir} diverged before, in epoch {earlier['epoch']}, step "
+            f"{earlier['step']} ({', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}"
+            "); it is not trained again: --retry_diverged resumes it from its last good "
+            "checkpoint, --overwrite starts it afresh")
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     check_writable(config.run_dir)
@@ -211,16 +232,28 @@ def run(config: Config) -> Optional[dict]:
     images = data.load_images(config.dataset, config.image_size, config.data_dir)
     batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
                                    config.latent_dim, config.seed)
-    evaluators = evaluation.make_evaluators(config, images)
+    scorer = make_scorer(config, images, strategy)
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
 
     chief = distribute.is_chief(strategy)
-    run_dir = RunDir(config.run_dir)
-    existing = run_dir.saved_config() is not None and not config.overwrite
+    cluster = distribute.is_cluster(config.strategy, config.tpu)
+    agree = distribute.agreement(strategy) if cluster else None
+    existing = not config.overwrite and run_dir.saved_config() is not None
+    problem = ""
     if chief:
-        run_dir.prepare(config, overwrite=config.overwrite)
+        try:
+            run_dir.prepare(config, overwrite=config.overwrite)
+            run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
+        except UsageError as error:
+            problem = str(error)
+    # In a cluster no worker reads the run directory before the chief has prepared it
+    # (with --overwrite: emptied it), and if the chief cannot, every worker stops.
+    if cluster and agree(1 if problem else 0) and not problem:
+        problem = f"the chief worker could not prepare {config.run_dir}; see its output"
+    if problem:
+        raise UsageError(problem)
     # Non-chief workers must save too (saving is collective) but somewhere of their own.
     checkpoint_dir = (run_dir.checkpoint_dir if chief
                       else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
@@ -233,8 +266,9 @@ def run(config: Config) -> Optional[dict]:
     spe = batches.steps_per_epoch
     start_step = state.restore()
     start_epoch, offset = divmod(start_step, spe)
-    if chief:
+    if chief:  # what was logged after the checkpoint is logged again from here
         run_dir.keep_metrics_through(start_epoch)
+        summaries.drop_events_after(run_dir.path, start_epoch)
     if existing and not start_step:
         print(f"note: {config.run_dir} holds no complete checkpoint yet; training starts "
               "from the beginning", file=sys.stderr)
@@ -247,8 +281,11 @@ def run(config: Config) -> Optional[dict]:
         return records[-1] if records else None
 
     guard = NonFiniteGuard(state)
-    recorder = EpochRecorder(config, run_dir, Sampler(strategy, gan.generator), state,
-                             spe, batches.images_per_step, chief, evaluators, guard)
+    evaluators = [] if scorer is None else [EpochEvaluator(
+        scorer, strategy, gan.generator, config.eval_samples, config.latent_dim, config.seed)]
+    sampler = ReplicatedMap(strategy, lambda z: gan.generator(z, training=False))
+    recorder = EpochRecorder(config, run_dir, sampler, state, spe, batches.images_per_step,
+                             chief, evaluators, guard)
     print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
           f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
           f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
@@ -262,27 +299,26 @@ def run(config: Config) -> Optional[dict]:
     if start_epoch < config.epochs:
         phases.append((start_epoch, config.epochs, spe))
     resumed_means = state.tracker_values() if offset else None
-    cluster = distribute.resolve_name(config.strategy, config.tpu) in ("multiworker", "tpu")
-    preemption = ClusterPreemption(strategy, state) if cluster else None
-    own_signals = (signal.SIGINT,) if cluster else (signal.SIGTERM, signal.SIGINT)
-    with StopSignals(own_signals) as signals:
+    with StopSignals() as signals, contextlib.closing(recorder):
+        stop = ClusterStop(agree, signals) if cluster else None
         checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps, signals,
-                                        guard, resumed_means, preemption)
+                                        guard, resumed_means, stop)
         for first_epoch, end_epoch, steps in phases:
             first_step = state.step
             gan.fit(batches.dataset(first_step, first_step + (end_epoch - first_epoch) * steps),
                     epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                     callbacks=[guard, checkpointer, recorder], verbose=0)
-            if guard.failure or signals.received is not None or (
-                    preemption is not None and preemption.stopped):
+            if guard.failure or (stop.agreed if stop else signals.received) is not None:
                 break
     if guard.failure:
         kept = state.manager.latest_checkpoint or "none yet"
+        if chief:
+            run_dir.record_divergence(dict(guard.where, checkpoint=kept))
         raise TrainingDiverged(f"{guard.failure}. The last good checkpoint is kept "
-                               f"({kept}); lower the learning rates or change the loss.")
-    if preemption is not None and preemption.stopped:
-        raise Interrupted(signal.SIGTERM, state.step, state.manager.latest_checkpoint)
-    if signals.received is not None:
-        raise Interrupted(signals.received, state.step, state.manager.latest_checkpoint)
+                               f"({kept}) and {run_dir.diverged_path} says where; lower "
+                               "the learning rates or change the loss.")
+    stopped_by = stop.agreed if stop else signals.received
+    if stopped_by is not None:
+        raise Interrupted(stopped_by, state.step, state.manager.latest_checkpoint)
     return recorder.last_record
 

@@ -1,0 +1,28 @@
+#!/bin/bash
+# The article's study on a Slurm cluster: one job-array task per run, all writing into
+# one shared folder; submit with jobs/slurm_submit.sh, which adds the report after it.
+#
+#   sbatch jobs/slurm_grid.sh            (from the repository's root, on shared storage)
+#
+# Each task trains the slice of the grid --shard=auto gives it (SLURM_ARRAY_TASK_ID of
+# SLURM_ARRAY_TASK_COUNT). Keep --array at as many tasks as the grid has runs (here
+# 2 datasets x 3 losses x 3 seeds = 18), or fewer: a task then trains several runs.
+# A task that is requeued or submitted again resumes or skips its runs.
+#SBATCH --job-name=tfgan-grid
+#SBATCH --array=0-17
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --time=48:00:00
+#SBATCH --requeue
+#SBATCH --signal=B:TERM@120
+#SBATCH --output=slurm-%A_%a.out
+set -euo pipefail
+
+RUN_DIR=${RUN_DIR:-runs/article}
+GRID_FLAGS=${GRID_FLAGS:---dataset=cifar10,stl10 --g_loss=minimax,nonsat,hinge --seeds=3}
+PYTHON=${PYTHON:-python}
+
+# exec: Slurm's SIGTERM (--signal above, and on preemption) reaches run.py, which saves
+# a checkpoint and exits; the requeued task resumes from it.
+exec $PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto ${EXTRA_FLAGS:-}

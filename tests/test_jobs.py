@@ -1,0 +1,72 @@
+"""The job files for Slurm and Kubernetes: parsed, and their commands dry-run task by task.
+
+Each task's command runs for real with --dry_run, which prints the runs it would train
+and writes nothing: together the tasks must cover the grid, each run exactly once.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO, run_command
+
+JOBS = os.path.join(REPO, "jobs")
+
+
+def would_train(output: str):
+    return [line.split("would train ", 1)[1].split("  (")[0] for line in output.splitlines()
+            if line.startswith("would train ")]
+
+
+def test_shell_scripts_parse():
+    for name in ("slurm_grid.sh", "slurm_submit.sh", "k8s_run.sh"):
+        result = subprocess.run(["bash", "-n", os.path.join(JOBS, name)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, (name, result.stderr)
+
+
+def test_slurm_array_tasks_cover_the_grid_once(tmp_path):
+    script = os.path.join(JOBS, "slurm_grid.sh")
+    last = int(re.search(r"^#SBATCH --array=0-(\d+)$", open(script).read(), re.M).group(1))
+    env = dict(os.environ, RUN_DIR=str(tmp_path / "grid"), PYTHON=sys.executable,
+               EXTRA_FLAGS="--dry_run", SLURM_ARRAY_TASK_MIN="0",
+               SLURM_ARRAY_TASK_COUNT=str(last + 1))
+    trained = []
+    for task in range(last + 1):
+        result = subprocess.run(["bash", script], cwd=REPO, capture_output=True, text=True,
+                                env=dict(env, SLURM_ARRAY_TASK_ID=str(task)))
+        assert result.returncode == 0, result.stderr
+        trained += would_train(result.stdout)
+    whole = run_command("run.py", "--dataset=cifar10,stl10", "--g_loss=minimax,nonsat,hinge",
+                        "--seeds=3", f"--run_dir={tmp_path / 'grid'}", "--dry_run")
+    assert whole.returncode == 0, whole.stderr
+    assert sorted(trained) == sorted(would_train(whole.stdout)) and len(trained) == 18
+    assert not os.path.exists(tmp_path / "grid")  # a dry run writes nothing
+
+
+def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):
+    grid_job = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))
+    report_job = yaml.safe_load(open(os.path.join(JOBS, "k8s_report.yaml")))
+    spec = grid_job["spec"]
+    count = spec["completions"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == count
+    container = spec["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert f"--shard=auto/{count}" in args
+    run_dir = next(a.split("=", 1)[1] for a in args if a.startswith("--run_dir="))
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert any(run_dir.startswith(m + "/") for m in mounts)  # on the shared volume
+    report = report_job["spec"]["template"]["spec"]["containers"][0]
+    assert report["command"] == ["python", "-m", "tfgan_exp.report"]
+    assert report["args"] == [run_dir]
+    local = [a for a in args if not a.startswith("--run_dir=")] + [
+        f"--run_dir={tmp_path / 'grid'}", "--dry_run"]
+    assert container["command"] == ["python", "run.py"]
+    trained = []
+    for index in range(count):
+        result = run_command("run.py", *local, env={"JOB_COMPLETION_INDEX": str(index)})
+        assert result.returncode == 0, result.stderr
+        trained += would_train(result.stdout)
+    assert len(trained) == len(set(trained)) == 18

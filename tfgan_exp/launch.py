@@ -1,0 +1,249 @@
+"""Running the runs of a grid: one after another in this process, or P at once.
+
+``run_sequentially`` trains each run in this process. ``run_in_parallel`` starts each
+run as a process of its own (``python -m tfgan_exp.cli --run_config=JSON``), at most P
+at a time: each is pinned to its own GPU where there are GPUs (CUDA_VISIBLE_DEVICES) and
+to its share of the CPU cores (affinity and TensorFlow's thread pools), its output lines
+are prefixed with its run's name, and a SIGTERM or SIGINT to this process is passed to
+every run, which saves a checkpoint and stops. Either way a diverged run is recorded in
+its folder and the grid goes on.
+
+Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
+1 when a run failed (crashed, or stopped with an error), 2 for a user's mistake found
+before training, 128 + N when signal N stopped it.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+from tfgan_exp.config import Config, TrainingDiverged
+
+ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+# Exit statuses of one run's process (``cli``): the launcher reads them back.
+EXIT_USAGE, EXIT_DIVERGED = 2, 3
+
+
+@dataclasses.dataclass
+class Tally:
+    """How the runs of a grid ended."""
+    total: int
+    finished: int = 0
+    diverged: int = 0
+    failed: int = 0
+    signal: Optional[int] = None  # the signal that stopped the grid, if one did
+
+    @property
+    def not_run(self) -> int:
+        return self.total - self.finished - self.diverged - self.failed
+
+    def summary(self) -> str:
+        parts = [f"{self.finished} finished", f"{self.diverged} diverged",
+                 f"{self.failed} failed"]
+        if self.not_run:
+            parts.append(f"{self.not_run} not finished")
+        line = f"grid: {self.total} runs: {', '.join(parts)}"
+        if self.signal is not None:
+            line += f"; stopped by {signal.Signals(self.signal).name}, run it again to resume"
+        return line
+
+    @property
+    def exit_status(self) -> int:
+        if self.signal is not None:
+            return 128 + self.signal
+        return 1 if self.failed else 0
+
+
+def run_name(config: Config, root: str) -> str:
+    """A run's name in output lines: its folder relative to the grid's root."""
+    return os.path.relpath(config.run_dir, root) if root else config.run_dir
+
+
+def run_sequentially(configs: List[Config], root: str) -> Tally:
+    """Trains the runs one after another in this process.
+
+    A user's mistake found while a run starts (UsageError) and a signal stop the grid
+    (they propagate); a divergence is counted and the grid goes on.
+    """
+    from tfgan_exp import training  # imports TensorFlow
+    tally = Tally(len(configs))
+    for number, config in enumerate(configs, start=1):
+        print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr, flush=True)
+        try:
+            training.run(config)
+            tally.finished += 1
+        except TrainingDiverged as error:
+            print(f"diverged: {error}", file=sys.stderr, flush=True)
+            tally.diverged += 1
+        except training.Interrupted as error:
+            tally.signal = error.signum
+            print(f"stopped: {error}", file=sys.stderr, flush=True)
+            break
+    return tally
+
+
+def visible_gpus(environ=None) -> List[str]:
+    """The NVIDIA GPUs a child process may be given, as CUDA_VISIBLE_DEVICES entries.
+
+    CUDA_VISIBLE_DEVICES when it is set, else one entry per GPU ``nvidia-smi -L`` lists,
+    else none. Found without importing TensorFlow, which would claim the GPUs' memory.
+    """
+    environ = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def slot_environment(slot: int, slots: int, cpus: List[int], gpus: List[str]) -> Dict:
+    """What process ``slot`` of ``slots`` is given: its CPU cores, thread counts and GPU.
+
+    Cores are split in contiguous blocks, one per slot (shared round-robin when there
+    are more slots than cores); GPUs go round-robin over the slots.
+    """
+    if len(cpus) >= slots:
+        share = cpus[slot * len(cpus) // slots:(slot + 1) * len(cpus) // slots]
+    else:
+        share = [cpus[slot % len(cpus)]]
+    environ = {
+        # TensorFlow sizes its thread pools from these, and oneDNN from OMP_NUM_THREADS;
+        # the affinity then keeps the threads on the slot's cores.
+        "TF_NUM_INTRAOP_THREADS": str(len(share)),
+        "TF_NUM_INTEROP_THREADS": str(max(1, len(share) // 2)),
+        "OMP_NUM_THREADS": str(len(share)),
+    }
+    if gpus:
+        environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    return {"cpus": share, "environ": environ}
+
+
+def _stop_with_parent() -> None:
+    """In a child: receive SIGTERM (checkpoint and stop) if the launcher dies, so that
+    no orphan keeps training a run that a relaunched grid would train again."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphan finishes its run alone
+
+
+class _Child:
+    """One run's process, with a thread copying its output lines, prefixed."""
+
+    def __init__(self, config: Config, name: str, slot: int, placement: dict, lock):
+        self.config, self.name, self.slot = config, name, slot
+        env = dict(os.environ, **placement["environ"])
+        # The child imports this package from where this process found it.
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(
+            [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        command = [sys.executable, "-m", "tfgan_exp.cli",
+                   f"--run_config={json.dumps(dataclasses.asdict(config))}"]
+        cpus = placement["cpus"]
+
+        def pin_and_tie_to_parent():
+            os.sched_setaffinity(0, cpus)
+            _stop_with_parent()
+
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            bufsize=1, preexec_fn=pin_and_tie_to_parent)
+        self._thread = threading.Thread(target=self._copy, args=(lock,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, lock):
+        for line in self.process.stdout:
+            if line.startswith(ABSL_PREAMBLE):
+                continue  # printed by TensorFlow's C++ start-up in every process; no news
+            with lock:
+                print(f"[{self.name}] {line.rstrip()}", flush=True)
+
+    def wait(self, timeout=None) -> int:
+        status = self.process.wait(timeout)
+        self._thread.join()
+        return status
+
+
+def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
+    """Trains the runs ``parallel`` at a time, each in a process of its own."""
+    tally = Tally(len(configs))
+    cpus = sorted(os.sched_getaffinity(0))
+    gpus = visible_gpus()
+    lock = threading.Lock()
+    queue = list(configs)
+    running: Dict[int, _Child] = {}
+    stop = threading.Event()
+    received: List[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        stop.set()
+        for child in list(running.values()):
+            if child.process.poll() is None:
+                child.process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while queue or running:
+            while queue and len(running) < parallel and not stop.is_set():
+                slot = min(set(range(parallel)) - set(running))
+                config = queue.pop(0)
+                placement = slot_environment(slot, parallel, cpus, gpus)
+                child = _Child(config, run_name(config, root), slot, placement, lock)
+                running[slot] = child
+                where = f"CPUs {','.join(map(str, placement['cpus']))}"
+                if gpus:
+                    where += f", GPU {placement['environ']['CUDA_VISIBLE_DEVICES']}"
+                with lock:
+                    print(f"[parallel] started {child.name} (pid {child.process.pid}; "
+                          f"{where})", flush=True)
+            if not running:
+                break
+            _wait_for_any(running)
+            for slot, child in list(running.items()):
+                status = child.process.poll()
+                if status is None:
+                    continue
+                child.wait()
+                del running[slot]
+                outcome = _count(tally, status)
+                with lock:
+                    print(f"[parallel] {child.name} {outcome} (exit status {status})",
+                          flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        tally.signal = received[0]
+    return tally
+
+
+def _wait_for_any(running: Dict[int, _Child]) -> None:
+    """Returns once some child has exited (polling: os.wait would steal the statuses)."""
+    while all(child.process.poll() is None for child in running.values()):
+        time.sleep(0.2)
+
+
+def _count(tally: Tally, status: int) -> str:
+    if status == 0:
+        tally.finished += 1
+        return "finished"
+    if status == EXIT_DIVERGED:
+        tally.diverged += 1
+        return "diverged"
+    if status > 128 or status < 0:  # stopped by a signal, checkpointed: resumable
+        return "stopped"
+    tally.failed += 1
+    return "failed"
