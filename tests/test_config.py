@@ -60,6 +60,6 @@ def test_from_dict_refuses_unknown_keys_and_wrong_types():
 
 def test_evaluation_cadence_defaults_per_dataset_and_an_explicit_one_is_kept():
     assert [Config(dataset=name).resolved().eval_every for name in ("digits", "cifar10",
-                                                                     "stl10")] == [1, 8, 2]
+                                                                     "stl10")] == [3, 8, 2]
     assert Config(dataset="cifar10", eval_every=1).resolved().eval_every == 1  # the article's
     assert Config(dataset="cifar10", eval_every=0).resolved().eval_every == 0  # never

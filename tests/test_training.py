@@ -13,8 +13,7 @@ from tfgan_exp.config import Config, UsageError
 from tfgan_exp.gan import METRIC_NAMES
 
 TINY = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
-            strategy="default",
-            eval_samples=100)
+            strategy="default", eval_every=1, eval_samples=100)
 
 
 @pytest.fixture(scope="module", autouse=True)
