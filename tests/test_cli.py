@@ -25,6 +25,8 @@ BAD_FLAGS = [
     (["--shard=0/2"], "there is only one run; --shard splits a grid"),
     (["--search=2", "--lr_d=1e-4,2e-4"], "--search draws lr_g, lr_d"),
     (["--g_loss=minimax,hinge", "--lr_d=2"], "--lr_d=2.0: must be a number in (0.0, 1.0]"),
+    (["--g_loss=minimax,hinge", "--parallel=2", "--strategy=tpu", "--tpu=local"],
+     "runs cannot share the machine"),
 ]
 
 

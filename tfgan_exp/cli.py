@@ -212,6 +212,10 @@ def main(argv):
         grid = grid_from_flags()
         if not 1 <= F.parallel <= 256:
             raise UsageError(f"--parallel={F.parallel}: must be an integer from 1 to 256")
+        if F.parallel > 1 and F.strategy in ("multiworker", "tpu"):
+            raise UsageError(f"--parallel={F.parallel} with --strategy={F.strategy}: each "
+                             "run of a cluster spans every worker, so runs cannot share "
+                             "the machine; use --parallel=1 (or --shard across jobs)")
         shard = grid_lib.parse_shard(F.shard)
         if shard and not grid.is_grid:
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
