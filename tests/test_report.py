@@ -17,9 +17,11 @@ from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir
 
 
-def write_run(root, name, scores, recall=0.6, diverged_at=None, **settings):
-    """A run folder as training writes it: one record per epoch with digits metrics."""
-    config = Config(dataset="digits", epochs=len(scores), run_dir=os.path.join(root, name),
+def write_run(root, name, scores, recall=0.6, diverged_at=None, epochs=None, **settings):
+    """A run folder as training writes it: one record per epoch with digits metrics
+    (``epochs`` asked for, default one per score: a run stopped early has fewer)."""
+    config = Config(dataset="digits", epochs=epochs or len(scores),
+                    run_dir=os.path.join(root, name),
                     **settings).resolved()
     run_dir = RunDir(config.run_dir)
     run_dir.prepare(config)
@@ -54,6 +56,15 @@ def test_mann_whitney_and_effect_size_on_known_samples():
         6 / 9)
     # n = 2 + 2: no outcome can reach p < 0.05.
     assert analysis.compare([1, 2], [3, 4], True).smallest_p == pytest.approx(1 / 3)
+
+
+def test_mann_whitney_with_tied_diverged_runs_keeps_the_exact_p():
+    # Three diverged runs tie at -inf; every run of a is still below every run of b, so
+    # the exact p is that of no overlap, 2 / C(10, 5). scipy's default (a normal
+    # approximation whenever there are ties) would say otherwise.
+    a, b = [-math.inf, -math.inf, -math.inf, 1.0, 2.0], [3.0, 4, 5, 6, 7]
+    assert analysis.compare(a, b, True).p == pytest.approx(2 / 252)
+    assert scipy.stats.mannwhitneyu(a, b).pvalue != pytest.approx(2 / 252)
 
 
 def test_bootstrap_interval_is_scipys_and_degenerate_cases_are_plain():
@@ -140,6 +151,20 @@ def test_at_two_runs_the_verdict_says_no_test_could_decide(tmp_path):
     text = open(report.write_report(str(tmp_path))).read()
     assert "not distinguishable from nonsat at n = 2" in text
     assert "no outcome could give p below 0.33" in text
+
+
+def test_unfinished_runs_are_listed_and_left_out_of_every_number(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path, f"nonsat-{seed}", [6.0, 7.0], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [5.0, 6.0], g_loss="hinge", seed=seed)
+    write_run(tmp_path, "hinge-2", [1.0], g_loss="hinge", seed=2, epochs=2)
+    runs = {os.path.basename(r.dir): r for r in analysis.find_runs(str(tmp_path))}
+    assert runs["nonsat-0"].finished and not runs["hinge-2"].finished
+    text = open(report.write_report(str(tmp_path))).read()
+    assert "4 runs finished (0 of them in a random search); 1 unfinished" in text
+    assert "| hinge-2 | 1 of 2 |" in text.split("## Unfinished runs")[1]
+    groups = text.split("### Groups")[1]
+    assert "| hinge / hinge | 2 | 0 |" in groups  # n = 2: the stopped run is not a seed
 
 
 def test_report_has_every_figure_as_a_real_png(tmp_path):

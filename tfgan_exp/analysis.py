@@ -2,8 +2,9 @@
 failures, and the budget curves of a random search.
 
 Statistics come from scipy, as the README explains: bootstrap confidence intervals
-(``scipy.stats.bootstrap``), the two-sided Mann-Whitney U test with its exact null
-distribution at small n (``scipy.stats.mannwhitneyu``), Fisher's exact test for failure
+(``scipy.stats.bootstrap``), the two-sided Mann-Whitney U test with its null
+distribution from permutations (``scipy.stats.mannwhitneyu`` with ``PermutationMethod``:
+every permutation at small n, so exact, and correct with ties, which diverged runs make), Fisher's exact test for failure
 rates (``scipy.stats.fisher_exact``), and Benjamini-Hochberg adjusted p-values
 (``scipy.stats.false_discovery_control``). The effect size is the probability that a run
 of one loss beats a run of the other, U / (n m): what rliable calls the probability of
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,6 +29,7 @@ from tfgan_exp.rundir import RunDir
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
+PERMUTATIONS = 9_999  # beyond this many distinct permutations scipy draws them, seeded
 ALPHA = 0.05  # decisions are taken on Benjamini-Hochberg adjusted p-values below this
 # A run "collapsed" when its last evaluation's recall (the share of real images inside
 # the generated images' k-NN manifold, Kynkaenniemi et al. 2019) is below this: the
@@ -36,7 +39,7 @@ REFERENCE_LOSS = "nonsat"
 # Settings that never name a group: the seed (runs differing only by it are repeats)
 # and those that do not change what a run computes.
 NOT_GROUPING = NON_RESULT_SETTINGS | {"seed"}
-SEARCHED = ("lr_g", "lr_d", "beta1", "beta2", "d_steps")
+TRIAL_IN_FOLDER = re.compile(r"(?:^|[,/])trial=(\d+)(?:[,/]|$)")
 
 
 @dataclasses.dataclass
@@ -51,6 +54,16 @@ class Run:
     @property
     def loss(self) -> str:
         return f"{self.config['g_loss']} / {self.config['d_loss']}"
+
+    @property
+    def last_epoch(self) -> int:
+        return self.metrics[-1]["epoch"] if self.metrics else 0
+
+    @property
+    def finished(self) -> bool:
+        """Trained all its epochs, or diverged (a result); otherwise it was stopped or is
+        still running, and its numbers are not comparable with the others'."""
+        return bool(self.divergence) or self.last_epoch >= self.config["epochs"]
 
 
 def find_runs(root: str) -> List[Run]:
@@ -69,19 +82,20 @@ def find_runs(root: str) -> List[Run]:
 
 
 def _mark_search_trials(root: str, runs: List[Run]) -> None:
-    """Sets ``trial`` on the runs of every random search under ``root`` (search.json)."""
+    """Sets ``trial`` on the runs of every random search under ``root`` (search.json):
+    the number in the run folder's ``trial=N``, which the grid put there."""
     for folder, _, files in os.walk(root):
         if SEARCH_FILE not in files:
             continue
         with open(os.path.join(folder, SEARCH_FILE)) as f:
-            trials = json.load(f)["trials"]
-        prefix = os.path.join(folder, "")
+            numbers = {trial["trial"] for trial in json.load(f)["trials"]}
         for run in runs:
-            if not run.dir.startswith(prefix):
+            relative = os.path.relpath(run.dir, folder)
+            if relative.startswith(os.pardir):
                 continue
-            for trial in trials:
-                if all(run.config.get(k) == trial[k] for k in SEARCHED):
-                    run.trial = trial["trial"]
+            found = TRIAL_IN_FOLDER.search(relative)
+            if found and int(found.group(1)) in numbers:
+                run.trial = int(found.group(1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,15 +243,18 @@ class Comparison:
 
 
 def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> Comparison:
-    """Two-sided Mann-Whitney U test of ``a`` against ``b`` (scipy; exact at small n).
+    """Two-sided Mann-Whitney U test of ``a`` against ``b`` (scipy, permutation null).
 
     A value of -inf (score) or +inf (FID) stands for a run that diverged: it ranks below
-    every run that finished, which a rank test allows.
+    every run that finished, which a rank test allows. Such runs tie with each other, and
+    with ties scipy's default falls back to a normal approximation, poor at n = 5; the
+    permutation null is exact at small n with or without ties.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if not higher_is_better:  # U then counts the pairs in which a is *better*
         a, b = -a, -b
-    result = scipy.stats.mannwhitneyu(a, b, alternative="two-sided")
+    method = scipy.stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=0)
+    result = scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method=method)
     n_a, n_b = len(a), len(b)
     smallest = min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
     return Comparison(float(result.statistic), float(result.pvalue),

@@ -27,6 +27,7 @@ from absl import flags
 
 import tfgan_exp  # noqa: F401
 from tfgan_exp import analysis
+from tfgan_exp import search as search_lib
 from tfgan_exp.analysis import Keys, Run
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import G_LOSS_NAMES, UsageError
@@ -325,7 +326,7 @@ def search_section(dataset: str, runs: List[Run], keys: Keys, reference_loss: st
         best = int(np.argmax(scores))
         best_run = list(trials.values())[best][0]
         setting = ", ".join(f"{k}={format_value(best_run.config[k])}"
-                            for k in analysis.SEARCHED if k != "lr_d")
+                            for k in search_lib.SEARCHED_FIELDS if k != "lr_d")
         failed = sum(bool(analysis.failure(r, keys)) for members in trials.values()
                      for r in members)
         row = {"loss": loss, "settings": str(len(trials)), "failed runs": str(failed),
@@ -377,9 +378,12 @@ HOW_TO_READ = (
     "few runs such intervals are optimistic). A run *failed* if it diverged or collapsed "
     f"(final recall below {analysis.COLLAPSE_RECALL}). The verdict compares each loss with "
     "the reference by a two-sided Mann–Whitney U test on the runs' final values (a "
-    "diverged run ranks worst), and failure rates by Fisher's exact test; a difference is "
-    "claimed when its Benjamini–Hochberg adjusted p-value is below 0.05. "
-    "P(A better) is the probability that a run of A beats a run of the reference.")
+    "diverged run ranks worst; the null distribution from permutations, exact at these "
+    "n), and failure rates by Fisher's exact test; a difference is claimed when its "
+    "Benjamini–Hochberg adjusted p-value is below 0.05, adjusted over the family of one "
+    "paragraph (score, FID and failures of every loss against the reference). "
+    "P(A better) is the probability that a run of A beats a run of the reference. "
+    "Runs that did not finish all their epochs are left out of every number.")
 
 
 def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS) -> str:
@@ -390,11 +394,20 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS) -> st
                          "(each run has config.json and metrics.jsonl)")
     out_dir = os.path.join(root, "report")
     os.makedirs(out_dir, exist_ok=True)
+    unfinished = [run for run in runs if not run.finished]
+    runs = [run for run in runs if run.finished]
     plain = [run for run in runs if run.trial is None]
     searched = [run for run in runs if run.trial is not None]
     lines = [f"# Does the GAN loss matter? Report for `{root}`", "",
-             f"{len(runs)} runs ({len(searched)} of them in a random search).", "",
-             HOW_TO_READ, ""]
+             f"{len(runs)} runs finished ({len(searched)} of them in a random search)"
+             + (f"; {len(unfinished)} unfinished, left out of every number below"
+                if unfinished else "") + ".", "", HOW_TO_READ, ""]
+    if unfinished:
+        lines += ["## Unfinished runs", "",
+                  "Stopped or still training; run the same command again to finish them.",
+                  ""] + _table([{"run": os.path.relpath(run.dir, root),
+                                 "epochs done": f"{run.last_epoch} of {run.config['epochs']}"}
+                                for run in unfinished])
     for dataset, groups in analysis.group_runs(plain).items():
         members = [run for group in groups.values() for run in group]
         keys = Keys.for_runs(members)
