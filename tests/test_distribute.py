@@ -1,8 +1,10 @@
 """Strategy choice, and two worker processes training together over loopback."""
 import contextlib
+import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +15,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import command_line
-from tfgan_exp import distribute
+from tfgan_exp import data, distribute
+from tfgan_exp.evaluation import evaluator
+from tfgan_exp.evaluation.classifiers import DigitsClassifier
 from tfgan_exp.config import UsageError
 
 
@@ -61,15 +65,17 @@ def free_ports(count):
 
 
 def start_workers(tmp_path, cache_dir, *args, env=None):
-    """Two run.py processes joined over loopback, given the same --run_dir (tmp_path/run)."""
+    """Two run.py processes joined over loopback, given the same --run_dir (tmp_path/run)
+    and ``cache_dir`` (or each its own, given a pair)."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    cache_dirs = [cache_dir] * 2 if isinstance(cache_dir, (str, os.PathLike)) else cache_dir
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         worker_env = dict(os.environ, **(env or {}), TF_CONFIG=json.dumps(tf_config))
         processes.append(subprocess.Popen(
             command_line("run.py", "--strategy=multiworker", "--image_size=16",
-                         "--width=4", "--latent_dim=8", f"--cache_dir={cache_dir}",
+                         "--width=4", "--latent_dim=8", f"--cache_dir={cache_dirs[index]}",
                          f"--run_dir={tmp_path / 'run'}", *args),
             cwd=tmp_path, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return processes
@@ -160,9 +166,19 @@ def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_
         tmp_path, cache_dir):
     first = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_every=0"))
     assert all(status == 0 for status, _ in first), first[0][1][-3000:]
+    # Each worker with a cache of its own: the chief's holds the real images' features,
+    # the other's only the same classifier. Both must compute them together (it takes
+    # collectives) or neither: a worker alone would wait for the other forever.
+    classifier = DigitsClassifier(cache_dir)
+    evaluator.real_features(classifier, data.load_images("digits", 16), "digits-16px",
+                            cache_dir, 50)
+    own_cache = tmp_path / "own-cache"
+    own_cache.mkdir()
+    for path in glob.glob(os.path.join(cache_dir, "digits_classifier_*")):
+        shutil.copy(path, own_cache)
     # Again with --overwrite: the chief deletes the run while the other worker starts.
-    ended = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_samples=50",
-                                 "--overwrite"))
+    ended = finish(start_workers(tmp_path, [cache_dir, str(own_cache)], "--epochs=1",
+                                 "--eval_samples=50", "--overwrite"))
     for status, err in ended:
         assert status == 0, err[-3000:]
         assert "resuming" not in err  # both started at step 0

@@ -138,11 +138,18 @@ def test_metric_keys_keep_papers_names_for_inception_and_prefix_the_rest():
 
 def test_inception_classifier_chunks_equal_one_pass(fake_inception_dir):
     images = np.random.default_rng(4).uniform(-1, 1, (23, 32, 32, 3)).astype(np.float32)
-    one_pass = InceptionClassifier(fake_inception_dir, chunk_size=100)(images)
+    classifier = InceptionClassifier(fake_inception_dir, chunk_size=100)
+    one_pass = classifier(images)
     chunked = InceptionClassifier(fake_inception_dir, chunk_size=5)(images)
     assert one_pass[0].shape == (23, 1008) and one_pass[1].shape == (23, FAKE_FEATURES)
     np.testing.assert_allclose(chunked[0], one_pass[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(chunked[1], one_pass[1], rtol=1e-5, atol=1e-5)
+    # The same classifier on another image shape, same count (so the same chunk length):
+    # traced anew, with the numbers of a classifier that only ever saw that shape.
+    gray = np.ascontiguousarray(images[:, :16, :16, :1])
+    np.testing.assert_allclose(classifier(gray)[1],
+                               InceptionClassifier(fake_inception_dir, chunk_size=100)(gray)[1],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_a_missing_inception_model_says_how_to_get_one(tmp_path):

@@ -93,7 +93,8 @@ def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
     training.run(Config(epochs=3, **config))
-    points, _ = tensorboard_points(run_dir)
+    points, hparams = tensorboard_points(run_dir)
+    assert len(hparams) == 1  # written at step 0 only, not again on the resume
     assert points["losses/d_loss"] == [1, 2, 3] and points["samples"] == [1, 2, 3]
 
 

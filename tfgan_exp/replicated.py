@@ -31,7 +31,7 @@ class ReplicatedMap:
             return tf.nest.map_structure(lambda o: strategy.gather(o, axis=0), outputs)
 
         self._step = step
-        self._traced = {}  # chunk length -> the concrete function for it
+        self._traced = {}  # (chunk length, input shape, dtype) -> its concrete function
 
     def __call__(self, inputs: np.ndarray):
         """[N, ...] -> the outputs for all N inputs, numpy, in input order.
@@ -49,10 +49,11 @@ class ReplicatedMap:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         dataset = self.strategy.experimental_distribute_dataset(dataset.with_options(options))
-        if chunk not in self._traced:
-            # Traced once per chunk length, then called directly: a process holding many
-            # maps (a grid's runs) is not warned of "retracing".
-            self._traced[chunk] = self._step.get_concrete_function(dataset.element_spec)
-        step = self._traced[chunk]
+        signature = (chunk, inputs.shape[1:], inputs.dtype)
+        if signature not in self._traced:
+            # Traced once per input signature, then called directly: a process holding
+            # many maps (a grid's runs) is not warned of "retracing".
+            self._traced[signature] = self._step.get_concrete_function(dataset.element_spec)
+        step = self._traced[signature]
         chunks = [tf.nest.map_structure(lambda t: t.numpy(), step(batch)) for batch in dataset]
         return tf.nest.map_structure(lambda *parts: np.concatenate(parts)[:n], *chunks)

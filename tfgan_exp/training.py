@@ -129,10 +129,11 @@ class EpochRecorder(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.chief and self.writer is None:
             self.writer = tf.summary.create_file_writer(self.run_dir.path)
-            settings = {k: v for k, v in dataclasses.asdict(self.config).items()
-                        if k not in NON_RESULT_SETTINGS}
-            summaries.write_hparams(self.writer, settings,
-                                    os.path.basename(os.path.normpath(self.run_dir.path)))
+            if self.state.step == 0:  # a resumed run's first event file has them already
+                settings = {k: v for k, v in dataclasses.asdict(self.config).items()
+                            if k not in NON_RESULT_SETTINGS}
+                summaries.write_hparams(self.writer, settings,
+                                        os.path.basename(os.path.normpath(self.run_dir.path)))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -232,14 +233,14 @@ def run(config: Config) -> Optional[dict]:
     images = data.load_images(config.dataset, config.image_size, config.data_dir)
     batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
                                    config.latent_dim, config.seed)
-    scorer = make_scorer(config, images, strategy)
+    chief = distribute.is_chief(strategy)
+    cluster = distribute.is_cluster(config.strategy, config.tpu)
+    agree = distribute.agreement(strategy) if cluster else None
+    scorer = make_scorer(config, images, strategy, agree)
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
 
-    chief = distribute.is_chief(strategy)
-    cluster = distribute.is_cluster(config.strategy, config.tpu)
-    agree = distribute.agreement(strategy) if cluster else None
     existing = not config.overwrite and run_dir.saved_config() is not None
     problem = ""
     if chief:
@@ -248,6 +249,8 @@ def run(config: Config) -> Optional[dict]:
             run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
         except UsageError as error:
             problem = str(error)
+        except OSError as error:  # a full or read-only disk: every worker must hear of it
+            problem = f"cannot write {config.run_dir}: {error}"
     # In a cluster no worker reads the run directory before the chief has prepared it
     # (with --overwrite: emptied it), and if the chief cannot, every worker stops.
     if cluster and agree(1 if problem else 0) and not problem:
@@ -265,6 +268,15 @@ def run(config: Config) -> Optional[dict]:
                           restore_directory=run_dir.checkpoint_dir)
     spe = batches.steps_per_epoch
     start_step = state.restore()
+    if cluster:
+        # Workers that resumed from different checkpoints would train different models
+        # in lockstep: the newest could not be read by all (storage not shared, or not
+        # yet consistent). Steps are exact up to 2**24 through the float32 collective.
+        newest, oldest = agree(start_step), -agree(-start_step)
+        if newest != oldest:
+            raise UsageError(f"the workers resumed from different steps ({oldest} to "
+                             f"{newest}): give every worker the same --run_dir on storage "
+                             "they all read")
     start_epoch, offset = divmod(start_step, spe)
     if chief:  # what was logged after the checkpoint is logged again from here
         run_dir.keep_metrics_through(start_epoch)
@@ -310,6 +322,10 @@ def run(config: Config) -> Optional[dict]:
                     callbacks=[guard, checkpointer, recorder], verbose=0)
             if guard.failure or (stop.agreed if stop else signals.received) is not None:
                 break
+        if stop is not None and not guard.failure and stop.agreed is None:
+            # A signal that came after the last step's poll (say, during the last
+            # evaluation): every worker asks once more, together, so all stop alike.
+            stop.poll()
     if guard.failure:
         kept = state.manager.latest_checkpoint or "none yet"
         if chief:

@@ -12,11 +12,12 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
 from tfgan_exp import data
+from tfgan_exp.config import UsageError
 from tfgan_exp.evaluation import metrics
 from tfgan_exp.replicated import ReplicatedMap
 from tfgan_exp.rundir import written_atomically
@@ -61,26 +62,37 @@ def summarise(name: str, logits: np.ndarray, features: np.ndarray,
 
 
 def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
-                  num: int = 0) -> RealFeatures:
+                  num: int = 0, agree: Optional[Callable[[int], int]] = None) -> RealFeatures:
     """Classifier features of ``num`` real images (all if 0), cached on disk.
 
     The images are the first ``num`` of a fixed permutation, kept in that random order
     (KID's blocks assume it). The cache key hashes the classifier's fingerprint (its
     network and preprocessing), ``label`` (dataset and size), the count and the bytes of
     the images themselves, so different data, sizes, networks or preprocessing never
-    share an entry.
+    share an entry. ``agree`` (``distribute.agreement``, given under multiworker and TPU)
+    makes every worker check that all use the same classifier and compute together.
     """
     num = min(num or len(images), len(images))
+    if agree is not None:
+        # Real features from different classifiers would make the workers' FIDs differ.
+        code = int(hashlib.sha256(classifier.fingerprint.encode()).hexdigest()[:6], 16)
+        if agree(code) != -agree(-code):  # < 2**24: exact through the float32 collective
+            raise UsageError("the workers' classifiers differ (their cached weights or "
+                             "Inception modules are not the same files): give every "
+                             "worker the same --cache_dir and --inception_model")
     chosen = images[np.random.default_rng(0).permutation(len(images))[:num]]
     key_fields = {"version": CACHE_VERSION, "classifier": classifier.fingerprint,
                   "label": label, "num": num, "k": metrics.PR_NEIGHBOURS,
                   "images_sha256": hashlib.sha256(chosen.tobytes()).hexdigest()}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir, f"features-{classifier.name}-{label}-{num}-{key}.npz")
-    if os.path.exists(path):
-        with np.load(path) as cached:
-            if json.loads(str(cached["key_fields"])) == key_fields:
-                return RealFeatures(cached["features"], cached["radii"])
+    cached = _read_cached(path, key_fields)
+    # Computing them runs collectives every worker must join: under multiworker, all
+    # compute unless every worker found them (caches may be per worker, or racing).
+    if agree is not None and agree(int(cached is None)):
+        cached = None
+    if cached is not None:
+        return cached
     # Converted to float a part at a time: 50,000 STL-10 images are 1.4 GB as float32.
     features = np.concatenate([classifier(data.to_float(part).numpy())[1]
                                for part in data.chunks(chosen, 5000)])
@@ -90,6 +102,15 @@ def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
         np.savez(temporary, key_fields=json.dumps(key_fields, sort_keys=True),
                  **dataclasses.asdict(reference))
     return reference
+
+
+def _read_cached(path: str, key_fields: dict) -> Optional[RealFeatures]:
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as cached:
+        if json.loads(str(cached["key_fields"])) != key_fields:
+            return None
+        return RealFeatures(cached["features"], cached["radii"])
 
 
 def score_images(classifier, images: np.ndarray,
@@ -134,8 +155,10 @@ class EpochEvaluator:
         return record
 
 
-def make_scorer(config, images: np.ndarray, strategy) -> Optional[Scorer]:
+def make_scorer(config, images: np.ndarray, strategy,
+                agree: Optional[Callable[[int], int]] = None) -> Optional[Scorer]:
     """The classifier and real features ``config`` asks for, or None (no evaluation).
+    ``agree``: the cluster-wide maximum (``distribute.agreement``), in a cluster.
 
     Loads (or trains) the classifier now, under ``strategy``, so that a model that cannot
     be had stops the run before training starts.
@@ -155,5 +178,5 @@ def make_scorer(config, images: np.ndarray, strategy) -> Optional[Scorer]:
     else:
         classifier = InceptionClassifier(config.inception_model, strategy)
     reference = real_features(classifier, images, f"{config.dataset}-{config.image_size}px",
-                              cache_dir, config.eval_samples)
+                              cache_dir, config.eval_samples, agree)
     return Scorer(classifier, reference)
