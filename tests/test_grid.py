@@ -179,6 +179,9 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
         assert time.time() < deadline
     for pid in pids.values():
         os.kill(pid, 0)  # both processes are alive at once (raises if one is not)
+    if len(os.sched_getaffinity(0)) >= 2:  # each pinned to its own share of the cores
+        first, second = (os.sched_getaffinity(pid) for pid in pids.values())
+        assert first and second and not first & second
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, rest
@@ -189,3 +192,6 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
         assert f"[{name}] resuming" in resumed.stdout
         assert [r["epoch"] for r in RunDir(str(root / name)).read_metrics()] == [1, 2]
     assert "grid: 2 runs: 2 finished, 0 diverged, 0 failed" in resumed.stderr
+    again = run_command(*args)  # all trained: no process is started for them
+    assert again.returncode == 0 and "started" not in again.stdout
+    assert again.stdout.count("already trained for 2 epochs") == 2

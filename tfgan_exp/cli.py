@@ -113,7 +113,7 @@ flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}.
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
 flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call, 1..10000.")
 define_axis("eval_every", -1, "Epochs between evaluations (score, FID, KID, precision and "
-            "recall), 0..100000; 0 = never; -1 = the dataset's default (digits 1, cifar10 8, "
+            "recall), 0..100000; 0 = never; -1 = the dataset's default (digits 3, cifar10 8, "
             "stl10 2: evaluation under 10% of training compute). The last epoch is always "
             "evaluated when evaluation is on.")
 define_axis("eval_samples", 0, "Generated images per evaluation, >= 10; also the number of "
@@ -174,6 +174,15 @@ def grid_from_flags() -> grid_lib.Grid:
     values["seed"] = _seeds()
     if not 0 <= F.search <= 1000:
         raise UsageError(f"--search={F.search}: must be an integer from 0 to 1000")
+    if F.search:
+        # The draws set these for every run: a value given too would be silently lost.
+        given = [f"--{n}" for n in search_lib.SEARCHED_FIELDS if F[n].present]
+        given += [f"--preset={F.preset} (it sets {', '.join(sorted(PRESETS[F.preset]))})"
+                  ] if F.preset and set(PRESETS[F.preset]) & set(search_lib.SEARCHED_FIELDS) else []
+        if given:
+            raise UsageError(f"--search={F.search} draws "
+                             f"{', '.join(search_lib.SEARCHED_FIELDS)} for every run; do not "
+                             f"also give {', '.join(given)}")
     if not 0 <= F.search_seed < 2**31:
         raise UsageError(f"--search_seed={F.search_seed}: must be an integer 0..2^31-1")
     return grid_lib.expand(values, F.run_dir, F.search, F.search_seed,
@@ -202,6 +211,8 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected argument(s) {argv[1:]}; every setting is a --flag (see --help)")
     if F.run_config:
+        from tfgan_exp import launch
+        launch.set_up_child()
         try:
             run_single(Config.from_dict(json.loads(F.run_config)))
         except (ValueError, UsageError) as error:

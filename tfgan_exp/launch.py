@@ -24,6 +24,7 @@ import time
 from typing import Dict, List, Optional
 
 from tfgan_exp.config import Config, TrainingDiverged
+from tfgan_exp.rundir import RunDir
 
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 # Exit statuses of one run's process (``cli``): the launcher reads them back.
@@ -126,17 +127,37 @@ def slot_environment(slot: int, slots: int, cpus: List[int], gpus: List[str]) ->
     }
     if gpus:
         environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        if slots > len(gpus):
+            # Runs share a GPU: by default the first TensorFlow process takes nearly all
+            # of its memory and the next cannot start.
+            environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    environ[CHILD_CPUS] = ",".join(map(str, share))
+    environ[CHILD_PARENT] = str(os.getpid())
     return {"cpus": share, "environ": environ}
 
 
-def _stop_with_parent() -> None:
-    """In a child: receive SIGTERM (checkpoint and stop) if the launcher dies, so that
-    no orphan keeps training a run that a relaunched grid would train again."""
+# What a child is told by its launcher, read by ``set_up_child`` (no preexec_fn: that is
+# unsafe in a process with threads, and the launcher has its output-copying threads).
+CHILD_CPUS = "TFGAN_EXP_CPUS"
+CHILD_PARENT = "TFGAN_EXP_PARENT"
+
+
+def set_up_child(environ=None) -> None:
+    """In a child, first thing, before TensorFlow starts its threads: pins it to its
+    cores, and asks for SIGTERM (checkpoint and stop) if the launcher dies, so that no
+    orphan keeps training a run that a relaunched grid would train again."""
+    environ = os.environ if environ is None else environ
+    if environ.get(CHILD_CPUS):
+        os.sched_setaffinity(0, [int(c) for c in environ[CHILD_CPUS].split(",")])
+    if not environ.get(CHILD_PARENT):
+        return
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass  # not Linux: an orphan finishes its run alone
+        return  # not Linux: an orphan finishes its run alone
+    if os.getppid() != int(environ[CHILD_PARENT]):  # the launcher died before the prctl
+        sys.exit(128 + signal.SIGTERM)
 
 
 class _Child:
@@ -151,15 +172,9 @@ class _Child:
             [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         command = [sys.executable, "-m", "tfgan_exp.cli",
                    f"--run_config={json.dumps(dataclasses.asdict(config))}"]
-        cpus = placement["cpus"]
-
-        def pin_and_tie_to_parent():
-            os.sched_setaffinity(0, cpus)
-            _stop_with_parent()
-
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1, preexec_fn=pin_and_tie_to_parent)
+            bufsize=1)
         self._thread = threading.Thread(target=self._copy, args=(lock,), daemon=True)
         self._thread.start()
 
@@ -176,13 +191,30 @@ class _Child:
         return status
 
 
+def already_trained(config: Config) -> bool:
+    """The run's folder records all its epochs (and no divergence): nothing to train.
+    (grid.check has already compared the folder's settings with ``config``.)"""
+    run_dir = RunDir(config.run_dir)
+    if run_dir.saved_config() is None or run_dir.divergence():
+        return False
+    records = run_dir.read_metrics()
+    return bool(records) and records[-1]["epoch"] >= config.epochs
+
+
 def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
     """Trains the runs ``parallel`` at a time, each in a process of its own."""
     tally = Tally(len(configs))
     cpus = sorted(os.sched_getaffinity(0))
     gpus = visible_gpus()
     lock = threading.Lock()
-    queue = list(configs)
+    queue = []
+    for config in configs:
+        if already_trained(config):  # a resumed grid: no process start-up for these
+            print(f"[parallel] {run_name(config, root)} already trained for "
+                  f"{config.epochs} epochs", flush=True)
+            tally.finished += 1
+        else:
+            queue.append(config)
     running: Dict[int, _Child] = {}
     stop = threading.Event()
     received: List[int] = []
