@@ -23,6 +23,19 @@ RUN_DIR=${RUN_DIR:-runs/article}
 GRID_FLAGS=${GRID_FLAGS:---dataset=cifar10,stl10 --g_loss=minimax,nonsat,hinge --seeds=3}
 PYTHON=${PYTHON:-python}
 
-# exec: Slurm's SIGTERM (--signal above, and on preemption) reaches run.py, which saves
-# a checkpoint and exits; the requeued task resumes from it.
-exec $PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto ${EXTRA_FLAGS:-}
+# Slurm's SIGTERM (--signal above: 120 s before the time limit, and on preemption) is
+# passed on to run.py, which saves a checkpoint and exits 143; the task then requeues
+# itself (Slurm requeues on preemption, not at a time limit) and resumes from it.
+$PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto ${EXTRA_FLAGS:-} &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM
+status=0
+wait "$child" || status=$?
+if [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; then
+  wait "$child" || status=$?  # the trap interrupted the first wait: wait for the save
+fi
+if [ "$status" -eq 143 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+  echo "stopped with a checkpoint; requeueing job $SLURM_JOB_ID to resume"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

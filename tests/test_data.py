@@ -134,3 +134,16 @@ def test_tfds_download_code_can_run(tmp_path):
     # importlib_resources: a dependency TFDS uses but does not declare (requirements.txt).
     builder = tfds.builder("cifar10", data_dir=str(tmp_path))
     assert str(builder.code_path).endswith("cifar.py")
+
+
+def test_prepare_readies_each_dataset_once_and_refuses_unknown_ones(tmp_path, online,
+                                                                     fake_inception_dir,
+                                                                     capsys):
+    from tfgan_exp import prepare
+    with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
+        prepare.prepare(["cifar10", "digits"], str(tmp_path), fake_inception_dir)
+    said = capsys.readouterr().err
+    assert "cifar10: 20 training images ready" in said
+    assert "digits: 1797 training images ready" in said
+    with pytest.raises(UsageError, match="--dataset=mnist: choose from digits"):
+        prepare.prepare(["mnist"], str(tmp_path), "none")

@@ -5,8 +5,10 @@ and writes nothing: together the tasks must cover the grid, each run exactly onc
 """
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -70,3 +72,43 @@ def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):
         assert result.returncode == 0, result.stderr
         trained += would_train(result.stdout)
     assert len(trained) == len(set(trained)) == 18
+
+
+def test_kubernetes_prepares_the_grids_datasets_first_on_the_data_volume():
+    grid = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))["spec"]["template"]
+    prepare = yaml.safe_load(open(os.path.join(JOBS, "k8s_prepare.yaml")))["spec"]["template"]
+    grid_container, container = grid["spec"]["containers"][0], prepare["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "tfgan_exp.prepare"]
+    datasets = next(a for a in grid_container["args"] if a.startswith("--dataset="))
+    assert container["args"] == [datasets]
+    data_mount = next(m for m in grid_container["volumeMounts"] if m["name"] == "data")
+    assert data_mount in container["volumeMounts"]
+    order = open(os.path.join(JOBS, "k8s_run.sh")).read()
+    assert order.index("k8s_prepare.yaml") < order.index("k8s_grid.yaml") < order.index(
+        "k8s_report.yaml")
+
+
+def test_slurm_task_passes_sigterm_on_and_requeues_itself(tmp_path):
+    """The batch script with stand-ins for Python (run.py saving on SIGTERM, exit 143)
+    and scontrol: Slurm's warning signal before the time limit ends in a requeue."""
+    started, requeued = tmp_path / "started", tmp_path / "requeued"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/bash\ntrap 'exit 143' TERM\ntouch {started}\n"
+                           "while :; do sleep 0.05; done\n")
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(f'#!/bin/bash\necho "$@" > {requeued}\n')
+    for stand_in in (fake_python, scontrol):
+        stand_in.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake_python), SLURM_JOB_ID="4242",
+               PATH=f"{tmp_path}:{os.environ['PATH']}")
+    task = subprocess.Popen(["bash", os.path.join(JOBS, "slurm_grid.sh")], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not started.exists():
+        assert task.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    task.send_signal(signal.SIGTERM)
+    out, err = task.communicate(timeout=30)
+    assert task.returncode == 143, err
+    assert requeued.read_text().split() == ["requeue", "4242"]
+    assert "requeueing job 4242" in out

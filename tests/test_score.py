@@ -62,16 +62,20 @@ def test_good_sets_load_as_floats_in_range(tmp_path):
 
 
 def test_command_prints_json_last_and_rejects_bad_input(tmp_path, fake_inception_dir):
-    images = save(tmp_path, "fake.npy", RNG.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8))
-    ok = run_command("-m", "tfgan_exp.score", images, f"--reference={images}",
+    pixels = RNG.integers(0, 256, (45, 32, 32, 3), dtype=np.uint8)
+    images = save(tmp_path, "fake.npy", pixels[:30])
+    # A larger reference is cut to a random subset as large as the scored set.
+    larger = save(tmp_path, "reference.npy", pixels)
+    ok = run_command("-m", "tfgan_exp.score", images, f"--reference={larger}",
                      f"--inception_model={fake_inception_dir}")
     assert ok.returncode == 0, ok.stderr
     record = json.loads(ok.stdout.strip().splitlines()[-1])
     assert set(record) == {"inception_score", "inception_score_mean_10",
                            "inception_score_std_10", "fid", "kid", "kid_std", "precision",
-                           "recall", "num_images"}
-    assert record["num_images"] == 30 and abs(record["fid"]) < 1e-3  # itself as reference
-    assert record["precision"] == record["recall"] == 1.0
+                           "recall", "num_images", "num_reference"}
+    assert record["num_images"] == record["num_reference"] == 30
+    assert 0 < record["fid"] and 0 < record["recall"] < 1  # 30 of 45: not the same set
+    assert "against 30 reference images" in ok.stdout
     assert "inception score (all images)" in ok.stdout and "precision, recall" in ok.stdout
     gray = save(tmp_path, "gray.npy", RNG.integers(0, 256, (30, 32, 32, 1), dtype=np.uint8))
     bad = run_command("-m", "tfgan_exp.score", gray, f"--inception_model={fake_inception_dir}")

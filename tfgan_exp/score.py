@@ -5,7 +5,8 @@ IMAGES (and REF) is a ``.npy`` / ``.npz`` array of shape N x H x W x 3, uint8 in
 as its last line, one JSON object: ``inception_score`` (over all images),
 ``inception_score_mean_10`` and ``inception_score_std_10`` (over 10 splits, as papers
 report), ``num_images``, and with a reference ``fid``, ``kid``, ``kid_std``,
-``precision`` and ``recall``. With ``--classifier=digits`` every metric key starts with
+``precision``, ``recall`` and ``num_reference`` (the reference is cut to a fixed random
+subset as large as IMAGES, when it is larger: precision and recall depend on set sizes). With ``--classifier=digits`` every metric key starts with
 ``digits_`` (``digits_score``, ``digits_fid``, ...) and the images may be gray.
 """
 import glob
@@ -134,16 +135,22 @@ def main(argv):
         cache_dir = F.cache_dir or default_cache_dir()
         classifier = (DigitsClassifier(cache_dir) if F.classifier == "digits"
                       else InceptionClassifier(F.inception_model))
+        # The reference is cut to as many images as are scored (a fixed random subset):
+        # precision and recall's k-NN radii depend on the set sizes (Kynkaanniemi et al.
+        # 2019 compare equal sizes), and training's evaluation compares equal sizes too.
         reference = None
         if reference_images is not None:
-            features = classifier(reference_images)[1]
+            chosen = np.random.default_rng(0).permutation(len(reference_images))
+            features = classifier(reference_images[np.sort(chosen[:len(images)])])[1]
             reference = evaluator.RealFeatures(features, metrics.knn_radii(features))
         elif F.dataset:
             size = F.image_size or DATASET_DEFAULTS[F.dataset]["image_size"]
             real = data.load_images(F.dataset, size, F.data_dir)
             reference = evaluator.real_features(classifier, real, f"{F.dataset}-{size}px",
-                                                cache_dir)
+                                                cache_dir, num=len(images))
         record = command_record(images, classifier, reference)
+        if reference is not None:
+            record["num_reference"] = len(reference.features)
     except UsageError as error:
         fail(str(error))
     name = classifier.name
@@ -153,6 +160,8 @@ def main(argv):
           f"± {record[f'{name}_score_std_10']:.4f}")
     from tfgan_exp.evaluation.evaluator import metric_key
     if metric_key(name, "fid") in record:
+        print(f"  against {record['num_reference']} reference images (as many as scored, "
+              "where the reference has them)")
         print(f"  Fréchet distance to the reference: {record[metric_key(name, 'fid')]:.4f}")
         print(f"  kernel distance (KID):             {record[metric_key(name, 'kid')]:.5f} "
               f"± {record[metric_key(name, 'kid_std')]:.5f}")
