@@ -11,7 +11,7 @@ wait_for() {
   local job=$1 deadline=$(( $(date +%s) + $2 )) conditions
   while [ "$(date +%s)" -lt "$deadline" ]; do
     conditions=$(kubectl get "job/$job" \
-      -o jsonpath='{.status.conditions[?(@.status=="True")].type}')
+      -o jsonpath='{.status.conditions[?(@.status=="True")].type}') || conditions=""
     case " $conditions " in
       *" Complete "*) return 0 ;;
       *" Failed "*) echo "job $job failed: kubectl describe job/$job" >&2; return 1 ;;
@@ -22,6 +22,8 @@ wait_for() {
   return 1
 }
 
+# Jobs of an earlier attempt are replaced (the runs on the volume resume or are skipped).
+kubectl delete job tfgan-prepare tfgan-grid tfgan-report --ignore-not-found
 kubectl create -f "$here/k8s_prepare.yaml"
 wait_for tfgan-prepare 14400
 kubectl create -f "$here/k8s_grid.yaml"

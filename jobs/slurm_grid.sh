@@ -15,7 +15,7 @@
 #SBATCH --mem=32G
 #SBATCH --time=48:00:00
 #SBATCH --requeue
-#SBATCH --signal=B:TERM@120
+#SBATCH --signal=B:USR1@120
 #SBATCH --output=slurm-%A_%a.out
 set -euo pipefail
 
@@ -23,19 +23,23 @@ RUN_DIR=${RUN_DIR:-runs/article}
 GRID_FLAGS=${GRID_FLAGS:---dataset=cifar10,stl10 --g_loss=minimax,nonsat,hinge --seeds=3}
 PYTHON=${PYTHON:-python}
 
-# Slurm's SIGTERM (--signal above: 120 s before the time limit, and on preemption) is
-# passed on to run.py, which saves a checkpoint and exits 143; the task then requeues
-# itself (Slurm requeues on preemption, not at a time limit) and resumes from it.
+# 120 s before the time limit Slurm sends USR1 (--signal above) to this script, which
+# asks run.py to save a checkpoint and stop (SIGTERM: exit 143) and then requeues the
+# task (Slurm requeues on preemption, not at a time limit), which resumes from it. A
+# SIGTERM from scancel or preemption is passed on too, without a requeue of our own.
+time_limit=0
+trap 'time_limit=1; kill -TERM "$child" 2>/dev/null || true' USR1
+trap 'kill -TERM "$child" 2>/dev/null || true' TERM
 $PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto ${EXTRA_FLAGS:-} &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM
 status=0
 wait "$child" || status=$?
-if [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; then
-  wait "$child" || status=$?  # the trap interrupted the first wait: wait for the save
-fi
-if [ "$status" -eq 143 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-  echo "stopped with a checkpoint; requeueing job $SLURM_JOB_ID to resume"
+while [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; do
+  status=0  # a trap interrupted the wait: wait for run.py's own exit status
+  wait "$child" || status=$?
+done
+if [ "$time_limit" = 1 ] && [ "$status" -eq 143 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+  echo "stopped with a checkpoint before the time limit; requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"
 fi
 exit "$status"

@@ -172,6 +172,9 @@ def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_
     classifier = DigitsClassifier(cache_dir)
     evaluator.real_features(classifier, data.load_images("digits", 16), "digits-16px",
                             cache_dir, 50)
+    cached = glob.glob(os.path.join(cache_dir, "features-digits-digits-16px-50-*.npz"))
+    assert len(cached) == 1
+    written = os.path.getmtime(cached[0])
     own_cache = tmp_path / "own-cache"
     own_cache.mkdir()
     for path in glob.glob(os.path.join(cache_dir, "digits_classifier_*")):
@@ -182,6 +185,10 @@ def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_
     for status, err in ended:
         assert status == 0, err[-3000:]
         assert "resuming" not in err  # both started at step 0
+    # The chief found the features (its file is the one written above), the other worker
+    # computed them under the same key, both together.
+    assert os.path.getmtime(cached[0]) == written
+    assert os.listdir(own_cache) and os.path.basename(cached[0]) in os.listdir(own_cache)
     assert "on 2 replica(s)" in ended[0][1] and "non-chief worker" not in ended[0][1]
     chief_dir = tmp_path / "run"
     records = [json.loads(line) for line in open(chief_dir / "metrics.jsonl")]

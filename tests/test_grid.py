@@ -179,9 +179,11 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
         assert time.time() < deadline
     for pid in pids.values():
         os.kill(pid, 0)  # both processes are alive at once (raises if one is not)
-    if len(os.sched_getaffinity(0)) >= 2:  # each pinned to its own share of the cores
-        first, second = (os.sched_getaffinity(pid) for pid in pids.values())
-        assert first and second and not first & second
+    if len(os.sched_getaffinity(0)) >= 2:  # each pinned, every thread, to its own cores
+        masks = [set().union(*(os.sched_getaffinity(int(thread))
+                               for thread in os.listdir(f"/proc/{pid}/task")))
+                 for pid in pids.values()]
+        assert all(masks) and not masks[0] & masks[1]
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, rest

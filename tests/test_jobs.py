@@ -88,9 +88,10 @@ def test_kubernetes_prepares_the_grids_datasets_first_on_the_data_volume():
         "k8s_report.yaml")
 
 
-def test_slurm_task_passes_sigterm_on_and_requeues_itself(tmp_path):
+def test_slurm_task_saves_before_its_time_limit_and_requeues_only_then(tmp_path):
     """The batch script with stand-ins for Python (run.py saving on SIGTERM, exit 143)
-    and scontrol: Slurm's warning signal before the time limit ends in a requeue."""
+    and scontrol: Slurm's warning before the time limit (USR1) ends in a requeue; a
+    SIGTERM (scancel) stops the run the same way but is not requeued."""
     started, requeued = tmp_path / "started", tmp_path / "requeued"
     fake_python = tmp_path / "python"
     fake_python.write_text(f"#!/bin/bash\ntrap 'exit 143' TERM\ntouch {started}\n"
@@ -101,14 +102,37 @@ def test_slurm_task_passes_sigterm_on_and_requeues_itself(tmp_path):
         stand_in.chmod(0o755)
     env = dict(os.environ, PYTHON=str(fake_python), SLURM_JOB_ID="4242",
                PATH=f"{tmp_path}:{os.environ['PATH']}")
-    task = subprocess.Popen(["bash", os.path.join(JOBS, "slurm_grid.sh")], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while not started.exists():
-        assert task.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    task.send_signal(signal.SIGTERM)
-    out, err = task.communicate(timeout=30)
-    assert task.returncode == 143, err
-    assert requeued.read_text().split() == ["requeue", "4242"]
-    assert "requeueing job 4242" in out
+    for sent, requeues in ((signal.SIGUSR1, True), (signal.SIGTERM, False)):
+        started.unlink(missing_ok=True)
+        requeued.unlink(missing_ok=True)
+        task = subprocess.Popen(["bash", os.path.join(JOBS, "slurm_grid.sh")], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.time() + 30
+        while not started.exists():
+            assert task.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        task.send_signal(sent)
+        out, err = task.communicate(timeout=30)
+        assert task.returncode == 143, (sent, err)  # run.py's own status
+        assert requeued.exists() == requeues, sent
+        if requeues:
+            assert requeued.read_text().split() == ["requeue", "4242"]
+            assert "requeueing job 4242" in out
+
+
+def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
+    """slurm_submit.sh with a stand-in sbatch that records its arguments."""
+    log = tmp_path / "sbatch.log"
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text(f'#!/bin/bash\necho "$@" >> {log}\necho $(( $(wc -l < {log}) + 100 ))\n')
+    sbatch.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}",
+               GRID_FLAGS="--dataset=stl10 --g_loss=minimax,hinge --seeds=2")
+    result = subprocess.run(["bash", os.path.join(JOBS, "slurm_submit.sh")], cwd=REPO,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    prepare, grid, report_ = log.read_text().splitlines()
+    assert "tfgan_exp.prepare --dataset=stl10" in prepare  # the grid's own datasets
+    assert "--dependency=afterok:101" in grid and grid.endswith("jobs/slurm_grid.sh")
+    assert "--dependency=afterany:102" in report_ and "tfgan_exp.report" in report_

@@ -14,6 +14,10 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         "tfgan_exp must be imported before tensorflow (or run with "
         "TF_USE_LEGACY_KERAS=1): it needs the Keras 2 API (tf_keras).")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# A run started by --parallel is pinned to its cores here, before numpy or TensorFlow
+# start their thread pools (threads keep the mask they were created with).
+if os.environ.get("TFGAN_EXP_CPUS"):
+    os.sched_setaffinity(0, [int(c) for c in os.environ["TFGAN_EXP_CPUS"].split(",")])
 # TensorFlow's C++ start-up chatter hides the messages a user needs; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

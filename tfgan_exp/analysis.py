@@ -4,7 +4,8 @@ failures, and the budget curves of a random search.
 Statistics come from scipy, as the README explains: bootstrap confidence intervals
 (``scipy.stats.bootstrap``), the two-sided Mann-Whitney U test with its null
 distribution from permutations (``scipy.stats.mannwhitneyu`` with ``PermutationMethod``:
-every permutation at small n, so exact, and correct with ties, which diverged runs make), Fisher's exact test for failure
+every permutation up to 7 runs per side, so exact, else 9,999 seeded random ones; correct
+with ties, which diverged runs make), Fisher's exact test for failure
 rates (``scipy.stats.fisher_exact``), and Benjamini-Hochberg adjusted p-values
 (``scipy.stats.false_discovery_control``). The effect size is the probability that a run
 of one loss beats a run of the other, U / (n m): what rliable calls the probability of
@@ -256,7 +257,9 @@ def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> C
     method = scipy.stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=0)
     result = scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method=method)
     n_a, n_b = len(a), len(b)
-    smallest = min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
+    # Beyond PERMUTATIONS distinct orders scipy samples them: p is then at least
+    # 2 / (PERMUTATIONS + 1), whatever the data.
+    smallest = min(1.0, max(2.0 / math.comb(n_a + n_b, n_a), 2.0 / (PERMUTATIONS + 1)))
     return Comparison(float(result.statistic), float(result.pvalue),
                       float(result.statistic) / (n_a * n_b), n_a, n_b, smallest)
 

@@ -15,6 +15,7 @@ before training, 128 + N when signal N stopped it.
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -143,12 +144,10 @@ CHILD_PARENT = "TFGAN_EXP_PARENT"
 
 
 def set_up_child(environ=None) -> None:
-    """In a child, first thing, before TensorFlow starts its threads: pins it to its
-    cores, and asks for SIGTERM (checkpoint and stop) if the launcher dies, so that no
-    orphan keeps training a run that a relaunched grid would train again."""
+    """In a child, before training: asks for SIGTERM (checkpoint and stop) if the
+    launcher dies, so that no orphan keeps training a run that a relaunched grid would
+    train again. (Importing ``tfgan_exp`` has already pinned it to CHILD_CPUS.)"""
     environ = os.environ if environ is None else environ
-    if environ.get(CHILD_CPUS):
-        os.sched_setaffinity(0, [int(c) for c in environ[CHILD_CPUS].split(",")])
     if not environ.get(CHILD_PARENT):
         return
     try:
@@ -192,13 +191,22 @@ class _Child:
 
 
 def already_trained(config: Config) -> bool:
-    """The run's folder records all its epochs (and no divergence): nothing to train.
-    (grid.check has already compared the folder's settings with ``config``.)"""
+    """The run's folder records all its epochs (and no divergence) and its newest
+    checkpoint is at least as far: nothing to train. (grid.check has already compared
+    the folder's settings with ``config``; --overwrite always trains.)"""
     run_dir = RunDir(config.run_dir)
-    if run_dir.saved_config() is None or run_dir.divergence():
+    if config.overwrite or run_dir.saved_config() is None or run_dir.divergence():
         return False
     records = run_dir.read_metrics()
-    return bool(records) and records[-1]["epoch"] >= config.epochs
+    if not records or records[-1]["epoch"] < config.epochs:
+        return False
+    # A run killed between its last metrics line and its last checkpoint is not done.
+    try:
+        with open(os.path.join(run_dir.checkpoint_dir, "checkpoint")) as f:
+            newest = re.search(r'^model_checkpoint_path: ".*ckpt-(\d+)"', f.read(), re.M)
+    except OSError:
+        return False
+    return bool(newest) and int(newest.group(1)) >= records[-1]["step"]
 
 
 def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:

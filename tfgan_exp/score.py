@@ -141,7 +141,8 @@ def main(argv):
         reference = None
         if reference_images is not None:
             chosen = np.random.default_rng(0).permutation(len(reference_images))
-            features = classifier(reference_images[np.sort(chosen[:len(images)])])[1]
+            # In random order, as KID's blocks assume (a file may be sorted by class).
+            features = classifier(reference_images[chosen[:len(images)]])[1]
             reference = evaluator.RealFeatures(features, metrics.knn_radii(features))
         elif F.dataset:
             size = F.image_size or DATASET_DEFAULTS[F.dataset]["image_size"]

@@ -267,12 +267,21 @@ def run(config: Config) -> Optional[dict]:
     state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints,
                           restore_directory=run_dir.checkpoint_dir)
     spe = batches.steps_per_epoch
-    start_step = state.restore()
+    try:
+        start_step, restore_problem = state.restore(), ""
+    except UsageError as error:
+        if not cluster:
+            raise
+        start_step, restore_problem = -1, str(error)  # the others must hear of it
     if cluster:
         # Workers that resumed from different checkpoints would train different models
         # in lockstep: the newest could not be read by all (storage not shared, or not
         # yet consistent). Steps are exact up to 2**24 through the float32 collective.
         newest, oldest = agree(start_step), -agree(-start_step)
+        if restore_problem:
+            raise UsageError(restore_problem)
+        if oldest < 0:
+            raise UsageError("another worker could not restore a checkpoint; see its output")
         if newest != oldest:
             raise UsageError(f"the workers resumed from different steps ({oldest} to "
                              f"{newest}): give every worker the same --run_dir on storage "

@@ -89,13 +89,14 @@ def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
     cached = _read_cached(path, key_fields)
     # Computing them runs collectives every worker must join: under multiworker, all
     # compute unless every worker found them (caches may be per worker, or racing).
-    if agree is not None and agree(int(cached is None)):
-        cached = None
-    if cached is not None:
+    others_need_them = agree is not None and bool(agree(int(cached is None)))
+    if cached is not None and not others_need_them:
         return cached
     # Converted to float a part at a time: 50,000 STL-10 images are 1.4 GB as float32.
     features = np.concatenate([classifier(data.to_float(part).numpy())[1]
                                for part in data.chunks(chosen, 5000)])
+    if cached is not None:  # computed only to take part: this worker keeps its own
+        return cached
     reference = RealFeatures(features.astype(np.float32), metrics.knn_radii(features))
     os.makedirs(cache_dir, exist_ok=True)
     with written_atomically(path, suffix=".npz") as temporary:
@@ -105,12 +106,18 @@ def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
 
 
 def _read_cached(path: str, key_fields: dict) -> Optional[RealFeatures]:
+    """The cached features at ``path`` if they are whole and for ``key_fields``, else None
+    (a damaged file is computed again and replaced, never an error: under multiworker
+    a worker that raised here would leave the others waiting)."""
     if not os.path.exists(path):
         return None
-    with np.load(path) as cached:
-        if json.loads(str(cached["key_fields"])) != key_fields:
-            return None
-        return RealFeatures(cached["features"], cached["radii"])
+    try:
+        with np.load(path) as cached:
+            if json.loads(str(cached["key_fields"])) != key_fields:
+                return None
+            return RealFeatures(cached["features"], cached["radii"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
 
 
 def score_images(classifier, images: np.ndarray,
