@@ -236,7 +236,7 @@ def run(config: Config) -> Optional[dict]:
     chief = distribute.is_chief(strategy)
     cluster = distribute.is_cluster(config.strategy, config.tpu)
     agree = distribute.agreement(strategy) if cluster else None
-    scorer = make_scorer(config, images, strategy, agree)
+    scorer = make_scorer(config, images, strategy, agree, chief)
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])

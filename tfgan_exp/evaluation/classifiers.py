@@ -175,18 +175,7 @@ class DigitsClassifier(Classifier):
 
     def __init__(self, cache_dir: str = "", strategy=None, chunk_size: int = 1000):
         super().__init__(strategy, chunk_size)
-        cache_dir = cache_dir or default_cache_dir()
-        weights = os.path.join(cache_dir, f"digits_classifier_v{DIGITS_VERSION}.weights.h5")
-        info_path = weights.replace(".weights.h5", ".json")
-        if not os.path.exists(weights):
-            os.makedirs(cache_dir, exist_ok=True)
-            trained = _build_digits_model()
-            info = {"held_out_accuracy": _train_digits(trained),
-                    "real_digits_score": _real_digits_score(trained)}
-            # The info file first: the weights file's existence is what says "trained".
-            write_atomically(info_path, json.dumps(info))
-            with written_atomically(weights, suffix=".weights.h5") as temporary:
-                trained.save_weights(temporary)
+        weights, info_path = ensure_digits_classifier(cache_dir)
         with self.strategy.scope():
             self.model = _build_digits_model()
         self.model.load_weights(weights)
@@ -206,6 +195,26 @@ class DigitsClassifier(Classifier):
             images = tf.image.resize(images, [DIGITS_SIZE, DIGITS_SIZE], antialias=True)
         logits, features = self.model(images, training=False)
         return logits, features
+
+
+def ensure_digits_classifier(cache_dir: str = ""):
+    """Trains and caches the digits classifier unless ``cache_dir`` has it. Call it
+    outside any strategy's scope: it then runs no collectives, so one worker of a
+    cluster can do it while the others wait. Returns the paths of its weights and of
+    its info file."""
+    cache_dir = cache_dir or default_cache_dir()
+    weights = os.path.join(cache_dir, f"digits_classifier_v{DIGITS_VERSION}.weights.h5")
+    info_path = weights.replace(".weights.h5", ".json")
+    if not os.path.exists(weights):
+        os.makedirs(cache_dir, exist_ok=True)
+        trained = _build_digits_model()
+        info = {"held_out_accuracy": _train_digits(trained),
+                "real_digits_score": _real_digits_score(trained)}
+        # The info file first: the weights file's existence is what says "trained".
+        write_atomically(info_path, json.dumps(info))
+        with written_atomically(weights, suffix=".weights.h5") as temporary:
+            trained.save_weights(temporary)
+    return weights, info_path
 
 
 def _real_digits_score(model: tf.keras.Model) -> float:

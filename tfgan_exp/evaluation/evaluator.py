@@ -163,19 +163,37 @@ class EpochEvaluator:
 
 
 def make_scorer(config, images: np.ndarray, strategy,
-                agree: Optional[Callable[[int], int]] = None) -> Optional[Scorer]:
+                agree: Optional[Callable[[int], int]] = None,
+                chief: bool = True) -> Optional[Scorer]:
     """The classifier and real features ``config`` asks for, or None (no evaluation).
-    ``agree``: the cluster-wide maximum (``distribute.agreement``), in a cluster.
+    ``agree``: the cluster-wide maximum (``distribute.agreement``), in a cluster, where
+    ``chief`` says whether this worker is the chief.
 
     Loads (or trains) the classifier now, under ``strategy``, so that a model that cannot
     be had stops the run before training starts.
     """
     from tfgan_exp.evaluation.classifiers import (DigitsClassifier, InceptionClassifier,
-                                                  default_cache_dir)
+                                                  default_cache_dir, ensure_digits_classifier)
     if config.eval_every == 0:
         return None
     cache_dir = config.cache_dir or default_cache_dir()
     if config.dataset == "digits":
+        if agree is not None:
+            # The chief trains it first, the others then load its file from a shared
+            # cache: trained by each at once, they would differ (training is not
+            # bit-reproducible across processes) and refuse to evaluate together.
+            failed = 0
+            if chief:
+                try:
+                    ensure_digits_classifier(cache_dir)
+                except Exception:
+                    failed = 1
+                    raise
+                finally:
+                    agree(failed)  # the others wait here; a failure stops them too
+            elif agree(0):
+                raise UsageError("the chief could not train the digits classifier; "
+                                 "see its output")
         classifier = DigitsClassifier(cache_dir, strategy)
         print(f"digits classifier: held-out accuracy {classifier.held_out_accuracy:.1%}; "
               f"real digits score {classifier.real_digits_score:.3f} (of at most 10)",
