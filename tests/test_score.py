@@ -74,7 +74,7 @@ def test_command_prints_json_last_and_rejects_bad_input(tmp_path, fake_inception
                            "inception_score_std_10", "fid", "kid", "kid_std", "precision",
                            "recall", "num_images", "num_reference"}
     assert record["num_images"] == record["num_reference"] == 30
-    assert 0 < record["fid"] and 0 < record["recall"] < 1  # 30 of 45: not the same set
+    assert record["fid"] > 0.01  # 30 of 45 in random order: not the scored set itself
     assert "against 30 reference images" in ok.stdout
     assert "inception score (all images)" in ok.stdout and "precision, recall" in ok.stdout
     gray = save(tmp_path, "gray.npy", RNG.integers(0, 256, (30, 32, 32, 1), dtype=np.uint8))

@@ -19,12 +19,18 @@ from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import DATASET_DEFAULTS, INCEPTION_URL, UsageError
 
 F = flags.FLAGS
-flags.DEFINE_list("dataset", ["digits"], "Datasets to prepare: any of "
-                  f"{', '.join(DATASET_DEFAULTS)}, comma-separated.")
-flags.DEFINE_string("data_dir", "", "TFDS directory to prepare them in (TFDS default if empty).")
-flags.DEFINE_string("inception_model", INCEPTION_URL,
-                    "TF-Hub URL to fetch into TFHUB_CACHE_DIR; a local directory or "
-                    "'none' is left as it is.")
+
+
+def define_flags() -> None:
+    """Only when run as a command: ``prepare`` is imported by tests beside the score
+    command, whose --dataset and --inception_model flags would clash with these."""
+    flags.DEFINE_list("dataset", ["digits"], "Datasets to prepare: any of "
+                      f"{', '.join(DATASET_DEFAULTS)}, comma-separated.")
+    flags.DEFINE_string("data_dir", "", "TFDS directory to prepare them in (TFDS default "
+                        "if empty).")
+    flags.DEFINE_string("inception_model", INCEPTION_URL,
+                        "TF-Hub URL to fetch into TFHUB_CACHE_DIR; a local directory or "
+                        "'none' is left as it is.")
 
 
 def prepare(datasets, data_dir: str, inception_model: str) -> None:
@@ -55,4 +61,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     run_command(main)

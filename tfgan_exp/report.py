@@ -361,6 +361,7 @@ def _budget_figure(dataset, trial_values, keys: Keys, out_dir) -> str:
             ax.fill_between(curve.k, curve.low, curve.high, color=colour, alpha=0.15,
                             linewidth=0)
         ax.set_xlabel("settings tried")
+        ax.set_xticks(curve.k)  # a count of settings: whole numbers only
         ax.set_ylabel(f"best final {title} so far")
         ax.set_title(f"{dataset}: best {title} found vs budget")
         ax.grid(alpha=0.3)
@@ -379,9 +380,10 @@ HOW_TO_READ = (
     f"(final recall below {analysis.COLLAPSE_RECALL}). The verdict compares each loss with "
     "the reference by a two-sided Mann–Whitney U test on the runs' final values (a "
     "diverged run ranks worst; the null distribution from permutations: all of them, so "
-    "exact, up to 7 runs per side, else 9,999 random ones), and failure rates by Fisher's exact test; a difference is claimed when its "
-    "Benjamini–Hochberg adjusted p-value is below 0.05, adjusted over the family of one "
-    "paragraph (score, FID and failures of every loss against the reference). "
+    "exact, up to 7 runs per side, else 9,999 random ones), and failure rates by "
+    "Fisher's exact test; a difference is claimed when its Benjamini–Hochberg adjusted "
+    "p-value is below 0.05, adjusted over the family of one paragraph (score, FID and "
+    "failures of every loss against the reference). "
     "P(A better) is the probability that a run of A beats a run of the reference. "
     "Runs that did not finish all their epochs are left out of every number.")
 
