@@ -163,8 +163,9 @@ def _scheduler_index(environ) -> Tuple[int, Optional[int]]:
 def shard(configs: List[Config], index: int, count: int) -> List[Config]:
     """The index-th of ``count`` disjoint slices: every count-th run from the index-th.
 
-    Round-robin rather than in blocks, so that each slice holds every loss at similar
-    seeds and a slice's runs take similar time.
+    Round-robin rather than in blocks: seeds vary slowest in a grid, so a slice takes
+    runs from every seed rather than all of the last seeds (when the count divides the
+    number of losses, a slice may hold one loss only).
     """
     return configs[index::count]
 
