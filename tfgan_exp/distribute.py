@@ -125,3 +125,9 @@ def agreement(strategy: tf.distribute.Strategy):
 
     # float32: every collective implementation reduces it (small integers are exact).
     return lambda value: int(largest(tf.constant(value, tf.float32)).numpy())
+
+
+def spread(agree, value: int):
+    """(lowest, highest) of ``value`` over every worker, through ``agree`` (above):
+    equal on every worker exactly when all passed the same value (|value| < 2**24)."""
+    return -agree(-value), agree(value)

@@ -277,7 +277,7 @@ def run(config: Config) -> Optional[dict]:
         # Workers that resumed from different checkpoints would train different models
         # in lockstep: the newest could not be read by all (storage not shared, or not
         # yet consistent). Steps are exact up to 2**24 through the float32 collective.
-        newest, oldest = agree(start_step), -agree(-start_step)
+        oldest, newest = distribute.spread(agree, start_step)
         if restore_problem:
             raise UsageError(restore_problem)
         if oldest < 0:

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from tfgan_exp import data
+from tfgan_exp import data, distribute
 from tfgan_exp.config import UsageError
 from tfgan_exp.evaluation import metrics
 from tfgan_exp.replicated import ReplicatedMap
@@ -76,7 +76,8 @@ def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
     if agree is not None:
         # Real features from different classifiers would make the workers' FIDs differ.
         code = int(hashlib.sha256(classifier.fingerprint.encode()).hexdigest()[:6], 16)
-        if agree(code) != -agree(-code):  # < 2**24: exact through the float32 collective
+        lowest, highest = distribute.spread(agree, code)  # code < 2**24: exact
+        if lowest != highest:
             raise UsageError("the workers' classifiers differ (their cached weights or "
                              "Inception modules are not the same files): give every "
                              "worker the same --cache_dir and --inception_model")
