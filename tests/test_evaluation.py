@@ -43,7 +43,8 @@ def numpy_kid(real, fake, blocks):
         estimates.append((k_rr.sum() - np.trace(k_rr)) / (m * (m - 1))
                          + (k_gg.sum() - np.trace(k_gg)) / (n * (n - 1)) - 2 * k_rg.mean())
     estimates = np.array(estimates)
-    return estimates.mean(), np.sqrt(estimates.var(ddof=1) / blocks)
+    std = np.sqrt(estimates.var(ddof=1) / blocks) if blocks > 1 else float("nan")
+    return estimates.mean(), std
 
 
 def numpy_precision_recall(real, fake, k=3):
@@ -87,23 +88,43 @@ def test_fid_equals_numpy_and_is_zero_against_itself():
     assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
 
 
-def test_kid_equals_numpy_in_blocks_of_at_most_1024_and_at_least_two():
+def test_kid_is_tfgans_at_every_size_with_a_standard_error_below_1024_too():
     rng = np.random.default_rng(3)
     real, fake = rng.normal(0, 1, (40, 6)), rng.normal(0.3, 1.2, (40, 6))
     kid, std = metrics.kernel_distance(real, fake)
-    expected_kid, expected_std = numpy_kid(real, fake, blocks=2)  # 40 images: two of 20
-    assert kid == pytest.approx(expected_kid, rel=1e-9)
-    assert std == pytest.approx(expected_std, rel=1e-9)
+    # One block, as TF-GAN's default: its value, not that of a split into two blocks.
+    tfgan_kid = tfgan_eval.kernel_classifier_distance_from_activations(
+        tf.constant(real), tf.constant(fake))
+    assert kid == pytest.approx(float(tfgan_kid), rel=1e-9)
+    assert kid == pytest.approx(numpy_kid(real, fake, blocks=1)[0], rel=1e-9)
+    # TF-GAN has no standard error for one block: the mean over 10 blocks of 4 gives it.
+    assert std == pytest.approx(numpy_kid(real, fake, blocks=10)[1], rel=1e-9)
     big_real, big_fake = rng.normal(0, 1, (2100, 4)), rng.normal(0, 1, (2100, 4))
     kid, std = metrics.kernel_distance(big_real, big_fake)  # 2,100: three blocks of 700
     assert (kid, std) == pytest.approx(numpy_kid(big_real, big_fake, blocks=3), rel=1e-9)
     tfgan = tfgan_eval.kernel_classifier_distance_and_std_from_activations(
         tf.constant(big_real), tf.constant(big_fake))  # TF-GAN's default blocks
-    assert kid == pytest.approx(float(tfgan[0]), rel=1e-9)
+    assert (kid, std) == pytest.approx((float(tfgan[0]), float(tfgan[1])), rel=1e-9)
     # Unbiased: two samples of one distribution are near 0, of two distributions not.
     same = metrics.kernel_distance(big_real, rng.normal(0, 1, (2100, 4)))[0]
     shifted = metrics.kernel_distance(big_real, rng.normal(0.5, 1, (2100, 4)))[0]
     assert abs(same) < 0.01 < shifted
+
+
+def test_classes_covered_and_their_kl_divergence_measure_collapse():
+    real = np.full(10, 180)  # the digits: about as many of each
+    def logits_of(classes):  # one-hot logits of the predicted classes
+        return np.eye(10)[np.asarray(classes)] * 5.0
+    everything = logits_of(np.arange(2000) % 10)
+    assert metrics.class_coverage(everything, real) == (10, pytest.approx(0, abs=1e-12))
+    one = logits_of(np.full(2000, 3))
+    assert metrics.class_coverage(one, real) == (1, pytest.approx(np.log(10)))
+    two = logits_of(np.arange(2000) % 2)
+    assert metrics.class_coverage(two, real) == (2, pytest.approx(np.log(5)))
+    # A few stray images of a class (a classifier's errors) do not cover it: 15 of 2,000
+    # is below a tenth of its real share (20); 25 is above.
+    stray = logits_of(np.concatenate([np.full(1960, 3), np.full(15, 4), np.full(25, 5)]))
+    assert metrics.class_coverage(stray, real)[0] == 2
 
 
 def test_precision_and_recall_equal_numpy_by_brute_force():
@@ -189,7 +210,27 @@ def test_digits_classifier_is_accurate_and_real_digits_score_high(cache_dir):
     # 10..1000), every real image inside its own manifold.
     assert record["digits_fid"] == pytest.approx(0, abs=1e-4)
     assert record["digits_precision"] == record["digits_recall"] == 1.0
+    assert record["digits_classes"] == 10 and record["digits_class_kl"] == 0
     assert glob.glob(os.path.join(cache_dir, "digits_classifier_v*.weights.h5"))
+
+
+def test_the_anchor_is_held_out_real_images_against_as_many_others(cache_dir):
+    classifier = DigitsClassifier(cache_dir)
+    images = data.load_images("digits", 16)
+    reference = evaluator.real_features(classifier, images, "digits-16px", cache_dir, 2000,
+                                        held_out=True)
+    assert len(reference.features) == len(images) // 2 == 898  # half: the rest is held out
+    anchor = reference.anchor
+    assert anchor["digits_score"] > 9.0 and anchor["digits_classes"] == 10
+    assert 0 < anchor["digits_fid"] < 10 and anchor["digits_recall"] > 0.8
+    assert anchor["digits_kid_std"] > 0  # 898 features: one block, a standard error still
+    again = evaluator.real_features(classifier, images, "digits-16px", cache_dir, 2000,
+                                    held_out=True)
+    assert again.anchor == anchor  # read back from the cache
+    scorer = evaluator.Scorer(classifier, reference)
+    assert scorer.describe(2000) == {"classifier": "digits", "num_generated": 2000,
+                                     "num_compared": 898, "num_reference": 898,
+                                     "anchor": anchor}
 
 
 def test_epoch_evaluation_on_two_replicas_equals_one_device(cache_dir, two_cpus, mirrored):
@@ -209,6 +250,7 @@ def test_epoch_evaluation_on_two_replicas_equals_one_device(cache_dir, two_cpus,
         records.append(record)
     assert set(records[0]) == {"digits_score", "digits_score_mean_10", "digits_score_std",
                                "digits_fid", "digits_kid", "digits_kid_std",
-                               "digits_precision", "digits_recall"}
+                               "digits_precision", "digits_recall", "digits_classes",
+                               "digits_class_kl"}
     for key, value in records[0].items():
         assert records[1][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key

@@ -129,7 +129,7 @@ def main(argv):
         reference_images = (load_image_set(F.reference, "--reference", channels)
                             if F.reference else None)
         from tfgan_exp import data
-        from tfgan_exp.evaluation import evaluator, metrics
+        from tfgan_exp.evaluation import evaluator
         from tfgan_exp.evaluation.classifiers import (DigitsClassifier, InceptionClassifier,
                                                       default_cache_dir)
         cache_dir = F.cache_dir or default_cache_dir()
@@ -142,8 +142,8 @@ def main(argv):
         if reference_images is not None:
             chosen = np.random.default_rng(0).permutation(len(reference_images))
             # In random order, as KID's blocks assume (a file may be sorted by class).
-            features = classifier(reference_images[chosen[:len(images)]])[1]
-            reference = evaluator.RealFeatures(features, metrics.knn_radii(features))
+            reference = evaluator.reference_of(
+                classifier, *classifier(reference_images[chosen[:len(images)]]))
         elif F.dataset:
             size = F.image_size or DATASET_DEFAULTS[F.dataset]["image_size"]
             real = data.load_images(F.dataset, size, F.data_dir)

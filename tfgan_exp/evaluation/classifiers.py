@@ -49,6 +49,9 @@ class Classifier:
     their variables under ``self.strategy.scope()``, and define ``forward``.
     """
     name = ""
+    # Whether the classes are the data's modes (digits), so that the classes a generator
+    # covers measure mode collapse; Inception's 1,008 ImageNet classes are not.
+    classes_are_modes = False
     # Describes the preprocessing in ``forward``; part of the fingerprint, so that cached
     # real statistics are recomputed when it changes.
     preprocessing = ""
@@ -171,6 +174,7 @@ class DigitsClassifier(Classifier):
     the cached weights into a copy built under ``strategy``.
     """
     name = "digits"
+    classes_are_modes = True
     preprocessing = f"rgb:mean,resize:antialias-bilinear{DIGITS_SIZE},range:[-1,1]"
 
     def __init__(self, cache_dir: str = "", strategy=None, chunk_size: int = 1000):

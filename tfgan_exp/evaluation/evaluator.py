@@ -4,7 +4,9 @@ Metric names are prefixed by the classifier (``metric_key``). With Inception:
 ``inception_score``, ``inception_score_mean_10``, ``inception_score_std`` (std over 10
 splits), and against the real images ``fid``, ``kid``, ``kid_std``, ``precision`` and
 ``recall``. With the digits classifier every name starts with ``digits_``
-(``digits_score``, ..., ``digits_fid``, ``digits_kid``, ``digits_recall``).
+(``digits_score``, ..., ``digits_fid``, ``digits_kid``, ``digits_recall``), and two more
+measure mode collapse: ``digits_classes`` (of the 10 digits, how many the generator
+covers) and ``digits_class_kl``.
 """
 import dataclasses
 import hashlib
@@ -24,13 +26,14 @@ from tfgan_exp.rundir import written_atomically
 
 # The distances to the real images, in the order they are reported.
 DISTANCES = ("fid", "kid", "kid_std", "precision", "recall")
-CACHE_VERSION = 2  # 2: whole features in random order, with k-NN radii (was: statistics)
+CACHE_VERSION = 3  # 3: a held-out real set and its anchor, the real class counts
 
 
 def metric_key(classifier_name: str, metric: str) -> str:
-    """The record key of ``metric`` ('score', 'score_mean_10', 'score_std', or one of
-    DISTANCES) for classifier ``classifier_name``: Inception's distances keep the names
-    papers use (``fid``, ``kid``...); every other name carries the classifier's prefix."""
+    """The record key of ``metric`` ('score', 'score_mean_10', 'score_std', 'classes',
+    'class_kl', or one of DISTANCES) for classifier ``classifier_name``: Inception's
+    distances keep the names papers use (``fid``, ``kid``...); every other name carries
+    the classifier's prefix."""
     if metric in DISTANCES and classifier_name == "inception":
         return metric
     return f"{classifier_name}_{metric}"
@@ -38,41 +41,62 @@ def metric_key(classifier_name: str, metric: str) -> str:
 
 @dataclasses.dataclass
 class RealFeatures:
-    """The real images' classifier features [N, D] (float32, random order) and each
-    one's distance to its k-th nearest neighbour among them [N] (for precision)."""
+    """The real images that generated ones are compared with.
+
+    ``features`` [R, D] float32 in random order, each one's distance to its k-th
+    nearest neighbour among them ``radii`` [R] (for precision), the classes the
+    classifier predicts for them ``class_counts`` [C] (for classifiers whose classes
+    are the data's modes, else None), and ``anchor``: the metric record of R other,
+    held-out, real images against these (what a perfect generator would get at this
+    size), or None.
+    """
     features: np.ndarray
     radii: np.ndarray
+    class_counts: Optional[np.ndarray] = None
+    anchor: Optional[Dict[str, float]] = None
 
 
 def summarise(name: str, logits: np.ndarray, features: np.ndarray,
               reference: Optional[RealFeatures]) -> Dict[str, float]:
-    """The metric record for one scored set (see the module docstring for the names)."""
+    """The metric record for one scored set (see the module docstring for the names).
+
+    The score uses every image; the distances use the first R (as many as the real
+    reference holds), since precision, recall and KID depend on the two sizes.
+    """
     mean_10, std_10 = metrics.split_scores(logits)
     record = {metric_key(name, "score"): metrics.classifier_score(logits),
               metric_key(name, "score_mean_10"): mean_10,
               metric_key(name, "score_std"): std_10}
     if reference is not None:
-        kid, kid_std = metrics.kernel_distance(reference.features, features)
-        precision, recall = metrics.precision_recall(reference.features, features,
+        compared = features[:len(reference.features)]
+        kid, kid_std = metrics.kernel_distance(reference.features, compared)
+        precision, recall = metrics.precision_recall(reference.features, compared,
                                                      reference.radii)
-        values = {"fid": metrics.frechet_distance(reference.features, features),
+        values = {"fid": metrics.frechet_distance(reference.features, compared),
                   "kid": kid, "kid_std": kid_std, "precision": precision, "recall": recall}
+        if reference.class_counts is not None:
+            values["classes"], values["class_kl"] = metrics.class_coverage(
+                logits, reference.class_counts)
         record.update({metric_key(name, k): v for k, v in values.items()})
     return record
 
 
 def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
-                  num: int = 0, agree: Optional[Callable[[int], int]] = None) -> RealFeatures:
+                  num: int = 0, agree: Optional[Callable[[int], int]] = None,
+                  held_out: bool = False) -> RealFeatures:
     """Classifier features of ``num`` real images (all if 0), cached on disk.
 
-    The images are the first ``num`` of a fixed permutation, kept in that random order
-    (KID's blocks assume it). The cache key hashes the classifier's fingerprint (its
-    network and preprocessing), ``label`` (dataset and size), the count and the bytes of
-    the images themselves, so different data, sizes, networks or preprocessing never
-    share an entry. ``agree`` (``distribute.agreement``, given under multiworker and TPU)
-    makes every worker check that all use the same classifier and compute together.
+    The images are the first of a fixed permutation, kept in that random order (KID's
+    blocks assume it). With ``held_out`` at most half the images are used, and as many
+    of the rest are scored against them for the anchor (``RealFeatures.anchor``). The
+    cache key hashes the classifier's fingerprint (its network and preprocessing),
+    ``label`` (dataset and size), the counts and the bytes of the images themselves, so
+    different data, sizes, networks or preprocessing never share an entry. ``agree``
+    (``distribute.agreement``, given under multiworker and TPU) makes every worker
+    check that all use the same classifier and compute together.
     """
-    num = min(num or len(images), len(images))
+    limit = len(images) // 2 if held_out else len(images)
+    num = min(num or limit, limit)
     if agree is not None:
         # Real features from different classifiers would make the workers' FIDs differ.
         code = int(hashlib.sha256(classifier.fingerprint.encode()).hexdigest()[:6], 16)
@@ -81,10 +105,13 @@ def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
             raise UsageError("the workers' classifiers differ (their cached weights or "
                              "Inception modules are not the same files): give every "
                              "worker the same --cache_dir and --inception_model")
-    chosen = images[np.random.default_rng(0).permutation(len(images))[:num]]
+    order = np.random.default_rng(0).permutation(len(images))
+    chosen = images[order[:num]]
+    held = images[order[num:2 * num]] if held_out else chosen[:0]
     key_fields = {"version": CACHE_VERSION, "classifier": classifier.fingerprint,
-                  "label": label, "num": num, "k": metrics.PR_NEIGHBOURS,
-                  "images_sha256": hashlib.sha256(chosen.tobytes()).hexdigest()}
+                  "label": label, "num": num, "held_out": len(held),
+                  "k": metrics.PR_NEIGHBOURS,
+                  "images_sha256": hashlib.sha256(chosen.tobytes() + held.tobytes()).hexdigest()}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     path = os.path.join(cache_dir, f"features-{classifier.name}-{label}-{num}-{key}.npz")
     cached = _read_cached(path, key_fields)
@@ -93,17 +120,36 @@ def real_features(classifier, images: np.ndarray, label: str, cache_dir: str,
     others_need_them = agree is not None and bool(agree(int(cached is None)))
     if cached is not None and not others_need_them:
         return cached
-    # Converted to float a part at a time: 50,000 STL-10 images are 1.4 GB as float32.
-    features = np.concatenate([classifier(data.to_float(part).numpy())[1]
-                               for part in data.chunks(chosen, 5000)])
+    logits, features = _classify(classifier, chosen)
     if cached is not None:  # computed only to take part: this worker keeps its own
+        if len(held):
+            _classify(classifier, held)
         return cached
-    reference = RealFeatures(features.astype(np.float32), metrics.knn_radii(features))
+    reference = reference_of(classifier, logits, features)
+    counts = reference.class_counts
+    if len(held):
+        reference.anchor = summarise(classifier.name, *_classify(classifier, held), reference)
     os.makedirs(cache_dir, exist_ok=True)
     with written_atomically(path, suffix=".npz") as temporary:
         np.savez(temporary, key_fields=json.dumps(key_fields, sort_keys=True),
-                 **dataclasses.asdict(reference))
+                 features=reference.features, radii=reference.radii,
+                 class_counts=np.array([] if counts is None else counts),
+                 anchor=json.dumps(reference.anchor))
     return reference
+
+
+def reference_of(classifier, logits: np.ndarray, features: np.ndarray) -> RealFeatures:
+    """The reference made of real images' ``logits`` [R, C] and ``features`` [R, D]."""
+    counts = (np.bincount(np.argmax(logits, axis=1), minlength=logits.shape[1])
+              if classifier.classes_are_modes else None)
+    return RealFeatures(np.asarray(features, np.float32), metrics.knn_radii(features), counts)
+
+
+def _classify(classifier, images: np.ndarray):
+    """(logits, features) of uint8 ``images``, converted to float a part at a time:
+    50,000 STL-10 images are 1.4 GB as float32."""
+    parts = [classifier(data.to_float(part).numpy()) for part in data.chunks(images, 5000)]
+    return tuple(np.concatenate(outputs) for outputs in zip(*parts))
 
 
 def _read_cached(path: str, key_fields: dict) -> Optional[RealFeatures]:
@@ -116,7 +162,10 @@ def _read_cached(path: str, key_fields: dict) -> Optional[RealFeatures]:
         with np.load(path) as cached:
             if json.loads(str(cached["key_fields"])) != key_fields:
                 return None
-            return RealFeatures(cached["features"], cached["radii"])
+            counts = cached["class_counts"]
+            return RealFeatures(cached["features"], cached["radii"],
+                                counts if len(counts) else None,
+                                json.loads(str(cached["anchor"])))
     except (OSError, ValueError, KeyError, EOFError):
         return None
 
@@ -133,6 +182,14 @@ class Scorer:
     """A classifier and the real images' features its distances compare against."""
     classifier: object
     reference: RealFeatures
+
+    def describe(self, num_generated: int) -> dict:
+        """What a run's metrics are measured against (the run folder's reference.json):
+        the set sizes (precision, recall and KID depend on them) and the anchor."""
+        compared = min(num_generated, len(self.reference.features))
+        return {"classifier": self.classifier.name, "num_generated": num_generated,
+                "num_compared": compared, "num_reference": len(self.reference.features),
+                "anchor": self.reference.anchor}
 
 
 class EpochEvaluator:
@@ -204,5 +261,5 @@ def make_scorer(config, images: np.ndarray, strategy,
     else:
         classifier = InceptionClassifier(config.inception_model, strategy)
     reference = real_features(classifier, images, f"{config.dataset}-{config.image_size}px",
-                              cache_dir, config.eval_samples, agree)
+                              cache_dir, config.eval_samples, agree, held_out=True)
     return Scorer(classifier, reference)

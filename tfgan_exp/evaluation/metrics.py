@@ -6,25 +6,31 @@ Every function takes numpy arrays and returns Python floats:
 - ``frechet_distance`` (FID): |m_r - m_g|^2 + Tr(C_r + C_g - 2 (C_r C_g)^(1/2)) between
   features [N, D] and [M, D], unbiased covariances.
 - ``kernel_distance`` (KID, Binkowski et al. 2018): the unbiased MMD^2 with the cubic
-  polynomial kernel k(x, y) = (x.y / D + 1)^3, averaged over blocks, and its standard
-  error.
+  polynomial kernel k(x, y) = (x.y / D + 1)^3, TF-GAN's value at every size, and its
+  standard error.
 - ``precision_recall`` (Kynkaenniemi et al. 2019): the share of generated features
   inside the real features' k-nearest-neighbour manifold (precision: fidelity), and of
   real features inside the generated one (recall: coverage; a collapsed generator has
   low recall even when its few modes look real).
+- ``class_coverage``: for the digits, the classes a generator covers and the KL
+  divergence of its class histogram from the real one (stacked-MNIST's mode count).
 
 IS, FID and KID are TF-GAN's own functions, run in float64. Precision and recall are
-not in TF-GAN; they use scikit-learn's nearest neighbours and chunked distances.
+not in TF-GAN; they use scikit-learn's nearest neighbours and chunked distances; the KL
+divergence is scipy's.
 """
 from typing import Tuple
 
 import numpy as np
+import scipy.stats
 import tensorflow as tf
 
 from tfgan_exp.config import SPLITS
 from tfgan_exp.tfgan import tfgan_eval
 
 KID_MAX_BLOCK = 1024  # TF-GAN's default block size for KID
+KID_SE_BLOCKS = 10  # blocks for KID's standard error where TF-GAN's default has one
+COVERED_SHARE = 0.1  # a class is covered at a tenth of its real share (class_coverage)
 PR_NEIGHBOURS = 3  # k of Kynkaenniemi et al.'s k-NN manifolds
 
 
@@ -52,14 +58,25 @@ def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
 
 
 def kernel_distance(real: np.ndarray, generated: np.ndarray) -> Tuple[float, float]:
-    """(KID, its standard error) between features [N, D] and [M, D] (TF-GAN).
+    """(KID, its standard error) between features [N, D] and [M, D].
 
-    Blocks hold at most 1,024 features each (TF-GAN's default) and there are at least
-    two, so that the standard error, estimated from the spread of the blocks, exists.
-    Both sets must be in random order (each block is a sample).
+    KID is TF-GAN's estimator with its default blocks of at most 1,024 features, so it
+    equals TF-GAN's ``kernel_classifier_distance_from_activations`` at every size. Its
+    standard error is TF-GAN's (the spread of the block estimates) where there are
+    several blocks; with one block (up to 1,024 features), where TF-GAN has none, it is
+    the standard error of the mean over KID_SE_BLOCKS blocks of the same features,
+    which estimates the one-block value's: an unbiased MMD^2's variance shrinks as
+    1 / size (faster when both sets come from one distribution, where this is
+    conservative). Both sets must be in random order (each block is a sample).
     """
-    largest = max(len(real), len(generated))
-    block = min(KID_MAX_BLOCK, -(-largest // 2))
+    kid, std = _tfgan_kid(real, generated, KID_MAX_BLOCK)
+    if not np.isfinite(std):
+        largest = max(len(real), len(generated))
+        _, std = _tfgan_kid(real, generated, -(-largest // KID_SE_BLOCKS))
+    return kid, std
+
+
+def _tfgan_kid(real, generated, block: int) -> Tuple[float, float]:
     logger = tf.get_logger()  # TF-GAN's call warns that an argument is deprecated
     level = logger.level
     logger.setLevel("ERROR")
@@ -70,6 +87,25 @@ def kernel_distance(real: np.ndarray, generated: np.ndarray) -> Tuple[float, flo
     finally:
         logger.setLevel(level)
     return float(kid.numpy()), float(std.numpy())
+
+
+def class_coverage(logits: np.ndarray, real_counts: np.ndarray) -> Tuple[int, float]:
+    """(classes covered, KL divergence) of generated images' predicted classes.
+
+    The stacked-MNIST measure of mode collapse (Metz et al. 2017, Srivastava et al.
+    2017), for a classifier whose classes are the data's modes (digits): ``logits``
+    [N, C] of generated images, ``real_counts`` [C] the classes the same classifier
+    predicts for real images. A class is covered when it has at least COVERED_SHARE of
+    its real share among the generated images (a tenth: far above what the
+    classifier's errors alone put there, far below what a generator that makes the
+    class does); the KL divergence KL(generated || real) of the two class histograms,
+    in nats, is 0 for the real proportions and log 10 = 2.30 for a single digit.
+    """
+    counts = np.bincount(np.argmax(logits, axis=1), minlength=len(real_counts))
+    share = counts / counts.sum()
+    real_share = np.asarray(real_counts, np.float64) / np.sum(real_counts)
+    covered = int(np.sum((real_share > 0) & (share >= COVERED_SHARE * real_share)))
+    return covered, float(scipy.stats.entropy(share, real_share))
 
 
 def knn_radii(features: np.ndarray, k: int = PR_NEIGHBOURS) -> np.ndarray:
