@@ -53,6 +53,25 @@ def test_run_writes_the_run_directory(finished_run):
     assert grid.shape == (8 * 16, 8 * 16, 1)
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     assert latest.endswith(f"ckpt-{2 * 28}")  # named by global step
+    assert records[0]["digits_classes"] in range(11)
+
+
+def test_the_run_records_its_reference_and_what_made_it(finished_run):
+    run_dir = finished_run[0]
+    reference = json.load(open(os.path.join(run_dir, "reference.json")))
+    # 100 generated images; the distances compare them with as many real ones, and the
+    # anchor scores 100 other real images against those.
+    assert (reference["num_generated"], reference["num_compared"],
+            reference["num_reference"]) == (100, 100, 100)
+    assert reference["anchor"]["digits_classes"] == 10
+    attempts = json.load(open(os.path.join(run_dir, "provenance.json")))["attempts"]
+    assert len(attempts) == 1
+    attempt = attempts[0]
+    assert attempt["outcome"] == "finished" and attempt["first_step"] == 0
+    assert attempt["last_step"] == 2 * 28 and attempt["ended"] >= attempt["started"]
+    assert attempt["tensorflow"] == tf.__version__ and attempt["devices"] == ["CPU"]
+    assert attempt["code"]["version"] and attempt["host"] and attempt["cpu"]
+    assert attempt["strategy"] == "default" and attempt["replicas"] == 1
 
 
 def tensorboard_points(run_dir):
@@ -109,6 +128,8 @@ def test_same_command_resumes_where_it_stopped(finished_run, capsys):
     reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
     iterations = reader.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
     assert iterations == 3 * (1797 // 64)  # optimizer state continued, not restarted
+    attempts = json.load(open(os.path.join(run_dir, "provenance.json")))["attempts"]
+    assert [(a["first_step"], a["last_step"]) for a in attempts] == [(0, 56), (56, 84)]
     # Asking for fewer epochs than done trains nothing and keeps everything.
     assert training.run(Config(epochs=3, run_dir=run_dir, **TINY))["epoch"] == 3
 

@@ -8,7 +8,12 @@ Layout (one directory per run; running the same command again resumes it)::
   events.out.tfevents.*     TensorBoard scalars and sample grids
   checkpoints/              the last few training states (tf.train.CheckpointManager)
   diverged.json             only for a run that diverged: where (epoch, step) and which
-                            values were not finite; a grid skips such a run
+                            values were not finite, on which host and devices; a grid
+                            skips such a run
+  reference.json            what the metrics compare against: the set sizes, and the
+                            anchor (held-out real images scored against the reference)
+  provenance.json           every attempt at training the run: when, where (host, CPU,
+                            devices), with which code, Python, TensorFlow, CUDA and cuDNN
 """
 import contextlib
 import dataclasses
@@ -48,6 +53,8 @@ class RunDir:
         self.samples_dir = os.path.join(path, "samples")
         self.checkpoint_dir = os.path.join(path, "checkpoints")
         self.diverged_path = os.path.join(path, "diverged.json")
+        self.reference_path = os.path.join(path, "reference.json")
+        self.provenance_path = os.path.join(path, "provenance.json")
 
     def saved_config(self):
         """The Config this directory was written for, or None for a new directory."""
@@ -90,6 +97,29 @@ class RunDir:
         os.makedirs(self.samples_dir, exist_ok=True)
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         write_atomically(self.config_path, config.to_json() + "\n")
+
+    def _read_json(self, path: str):
+        """The JSON at ``path``, or None if there is none (or it is damaged)."""
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def reference(self) -> Optional[dict]:
+        """reference.json (``Scorer.describe``'s record), or None."""
+        return self._read_json(self.reference_path)
+
+    def write_reference(self, record: dict) -> None:
+        write_atomically(self.reference_path, json.dumps(record, indent=2) + "\n")
+
+    def attempts(self) -> List[dict]:
+        """provenance.json's attempts, oldest first ([] for a run without one)."""
+        return (self._read_json(self.provenance_path) or {}).get("attempts", [])
+
+    def write_attempts(self, attempts: List[dict]) -> None:
+        write_atomically(self.provenance_path,
+                         json.dumps({"attempts": attempts}, indent=2) + "\n")
 
     def divergence(self) -> Optional[dict]:
         """Where and why the run diverged (``record_divergence``'s record), or None."""

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute, models, summaries
+from tfgan_exp import data, distribute, models, provenance, summaries
 from tfgan_exp.evaluation.evaluator import EpochEvaluator, make_scorer
 from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
@@ -300,6 +300,12 @@ def run(config: Config) -> Optional[dict]:
         print(f"{config.run_dir}: already trained for {start_epoch} epochs", file=sys.stderr)
         records = run_dir.read_metrics()
         return records[-1] if records else None
+    if chief:
+        if scorer is not None:
+            run_dir.write_reference(scorer.describe(config.eval_samples))
+        attempt = provenance.Attempt(run_dir, distribute.resolve_name(config.strategy,
+                                                                      config.tpu),
+                                     replicas, start_step, config.deterministic)
 
     guard = NonFiniteGuard(state)
     evaluators = [] if scorer is None else [EpochEvaluator(
@@ -337,12 +343,15 @@ def run(config: Config) -> Optional[dict]:
             stop.poll()
     if guard.failure:
         kept = state.manager.latest_checkpoint or "none yet"
-        if chief:
-            run_dir.record_divergence(dict(guard.where, checkpoint=kept))
+        if chief:  # where, too: a NaN from a faulty device is not the loss's doing
+            run_dir.record_divergence(dict(guard.where, checkpoint=kept, **attempt.machine))
+            attempt.end("diverged", state.step)
         raise TrainingDiverged(f"{guard.failure}. The last good checkpoint is kept "
                                f"({kept}) and {run_dir.diverged_path} says where; lower "
                                "the learning rates or change the loss.")
     stopped_by = stop.agreed if stop else signals.received
+    if chief:
+        attempt.end("finished" if stopped_by is None else "stopped", state.step)
     if stopped_by is not None:
         raise Interrupted(stopped_by, state.step, state.manager.latest_checkpoint)
     return recorder.last_record
