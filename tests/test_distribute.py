@@ -171,7 +171,7 @@ def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_
     # collectives) or neither: a worker alone would wait for the other forever.
     classifier = DigitsClassifier(cache_dir)
     evaluator.real_features(classifier, data.load_images("digits", 16), "digits-16px",
-                            cache_dir, 50)
+                            cache_dir, 50, held_out=True)  # as training computes them
     cached = glob.glob(os.path.join(cache_dir, "features-digits-digits-16px-50-*.npz"))
     assert len(cached) == 1
     written = os.path.getmtime(cached[0])

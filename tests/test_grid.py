@@ -205,3 +205,56 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
     again = run_command(*args)  # all trained: no process is started for them
     assert again.returncode == 0 and "started" not in again.stdout
     assert again.stdout.count("already trained for 2 epochs") == 2
+
+
+def test_values_that_resolve_to_one_run_make_it_once_and_names_use_resolved_values():
+    twice = grid.expand({"g_loss": ["nonsat", "nonsat"]})
+    assert len(twice.configs) == 1 and not twice.is_grid
+    assert twice.notes and "resolve to a run listed before" in twice.notes[0]
+    spelled = grid.expand({"g_loss": ["minimax", "hinge"], "lr_g": [2e-4, 0.0002]}, root="g")
+    assert [os.path.basename(c.run_dir) for c in spelled.configs] == [
+        "g_loss=minimax", "g_loss=hinge"]
+    default = grid.expand({"width": [0, 16]})  # 0 is digits' default width, 16
+    assert len(default.configs) == 1 and default.configs[0].width == 16
+    # Across datasets 0 means each one's default: two runs on digits, one on cifar10.
+    mixed = grid.expand({"dataset": ["digits", "cifar10"], "width": [0, 64]}, root="g")
+    assert sorted(os.path.basename(c.run_dir) for c in mixed.configs) == [
+        "dataset=cifar10,width=64", "dataset=digits,width=16", "dataset=digits,width=64"]
+
+
+def test_widening_a_grid_continues_its_runs_in_their_folders(tmp_path):
+    root = str(tmp_path / "grid")
+    first = grid.expand({"g_loss": ["minimax", "hinge"]}, root=root)
+    for config in first.configs:
+        RunDir(config.run_dir).prepare(config)
+    wider = grid.expand({"g_loss": ["minimax", "hinge"], "spectral_norm": [False, True]},
+                        root=root)
+    notes = grid.adopt_existing(wider)
+    dirs = sorted(os.path.relpath(c.run_dir, root) for c in wider.configs)
+    assert dirs == ["g_loss=hinge", "g_loss=hinge,spectral_norm=true", "g_loss=minimax",
+                    "g_loss=minimax,spectral_norm=true"]
+    assert len(notes) == 2 and "same settings and seed" in notes[0]
+    assert grid.check(wider) == []  # the adopted folders hold exactly these settings
+
+
+def test_tuned_from_reruns_each_losss_best_setting_with_fresh_seeds(tmp_path):
+    from test_report import write_search
+    search_dir = tmp_path / "search"
+    drawn = write_search(search_dir, ["nonsat", "hinge"], 3,
+                         lambda c, trial: {0: 5.0, 1: 7.0, 2: 6.0}[trial]
+                         + (2.0 if (c.g_loss, trial) == ("hinge", 2) else 0))
+    trials = drawn.search["trials"]
+    args = ["run.py", "--g_loss=nonsat,hinge", "--epochs=2", f"--tuned_from={search_dir}",
+            f"--run_dir={tmp_path / 'tuned'}"]
+    result = run_command(*args, "--seed=100,101", "--dry_run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4
+    for line in lines:  # nonsat's best is trial 1, hinge's trial 2
+        trial = trials[2] if "g_loss=hinge" in line else trials[1]
+        assert f"lr_g={grid.format_value(trial['lr_g'])}" in line, line
+        assert f"d_steps={trial['d_steps']}" in line or trial["d_steps"] == 1, line
+    reused = run_command(*args, "--seed=0,100", "--dry_run")
+    assert reused.returncode == 2 and "seed(s) 0 trained the search's settings" in reused.stderr
+    both = run_command(*args, "--seed=100", "--lr_g=1e-4", "--dry_run")
+    assert both.returncode == 2 and "do not also give --lr_g" in both.stderr

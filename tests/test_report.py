@@ -1,14 +1,14 @@
-"""The report's statistics on known inputs, its groups, failures, verdict and figures.
+"""The report for every grid: groups, failures, the verdict with effect sizes and power,
+searches and tuned re-runs, anchors, provenance and figures.
 
 The run folders here are written with the run directory's own writer (RunDir), with
 made-up metrics: the report reads files, so it is tested on files, without training.
 """
-import math
+import json
 import os
 
 import numpy as np
 import pytest
-import scipy.stats
 import tensorflow as tf
 
 from conftest import run_command
@@ -16,88 +16,52 @@ from tfgan_exp import analysis, grid, report
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir
 
+ANCHOR = {"digits_score": 9.92, "digits_score_mean_10": 9.55, "digits_score_std": 0.29,
+          "digits_fid": 5.29, "digits_kid": 0.0056, "digits_kid_std": 3.85,
+          "digits_precision": 0.909, "digits_recall": 0.904, "digits_classes": 10,
+          "digits_class_kl": 0.007}
 
-def write_run(root, name, scores, recall=0.6, diverged_at=None, epochs=None, **settings):
+
+def write_run(root, name, scores, recall=0.6, diverged_at=None, epochs=None, classes=10,
+              precision=0.3, made_with=None, **settings):
     """A run folder as training writes it: one record per epoch with digits metrics
     (``epochs`` asked for, default one per score: a run stopped early has fewer)."""
     config = Config(dataset="digits", epochs=epochs or len(scores),
-                    run_dir=os.path.join(root, name),
-                    **settings).resolved()
+                    run_dir=os.path.join(root, name), **settings).resolved()
     run_dir = RunDir(config.run_dir)
     run_dir.prepare(config)
     for epoch, score in enumerate(scores, start=1):
         run_dir.append_metrics({
             "epoch": epoch, "step": 28 * epoch, "d_loss": 1.2, "g_loss": 0.8,
             "g_grad_norm": 1.0, "d_fake_prob": 0.3, "seconds": 2.0, "eval_seconds": 0.5,
-            "digits_score": score, "digits_fid": 100.0 / score, "digits_kid": 0.1 / score,
-            "digits_precision": 0.7, "digits_recall": recall})
+            "digits_score": score, "digits_score_mean_10": score - 0.1,
+            "digits_score_std": 0.05, "digits_fid": 100.0 / score, "digits_kid": 10.0 / score,
+            "digits_kid_std": 1.0, "digits_precision": precision, "digits_recall": recall,
+            "digits_classes": classes, "digits_class_kl": 0.01 if classes == 10 else 1.5})
     image = tf.io.encode_png(np.zeros((16, 16, 1), np.uint8)).numpy()
     with open(os.path.join(run_dir.samples_dir, f"epoch_{len(scores):04d}.png"), "wb") as f:
         f.write(image)
     if diverged_at:
         run_dir.record_divergence({"epoch": diverged_at, "step": 28 * diverged_at - 3,
-                                   "values": {"d_loss": "nan"}, "checkpoint": "ckpt-x"})
+                                   "values": {"d_loss": "nan"}, "checkpoint": "ckpt-x",
+                                   "host": "node7"})
+    run_dir.write_reference({"classifier": "digits", "num_generated": 2000,
+                             "num_compared": 898, "num_reference": 898, "anchor": ANCHOR})
+    run_dir.write_attempts([dict({"code": {"version": "0.1.0", "git_commit": "abc1234567890"},
+                                  "tensorflow": "2.21.0", "cpu": "AMD EPYC",
+                                  "devices": ["CPU"]}, **(made_with or {}))])
     return config
 
 
-# --- statistics on known inputs -------------------------------------------------------
-
-def test_mann_whitney_and_effect_size_on_known_samples():
-    low, high = [1.0, 2, 3, 4, 5], [6.0, 7, 8, 9, 10]
-    result = analysis.compare(low, high, higher_is_better=True)
-    # No overlap at n = 5 + 5: U = 0, exact two-sided p = 2 / C(10, 5) = 2/252.
-    assert result.u == 0 and result.p == pytest.approx(2 / 252)
-    assert result.prob_a_better == 0 and result.smallest_p == pytest.approx(2 / 252)
-    assert result.p == pytest.approx(scipy.stats.mannwhitneyu(low, high).pvalue)
-    # For FID lower is better: the same numbers make ``low`` the better one.
-    assert analysis.compare(low, high, higher_is_better=False).prob_a_better == 1
-    # A diverged run (-inf) ranks below every finished run.
-    assert analysis.compare([-math.inf, 6, 7], [1, 2, 3], True).prob_a_better == pytest.approx(
-        6 / 9)
-    # n = 2 + 2: no outcome can reach p < 0.05.
-    assert analysis.compare([1, 2], [3, 4], True).smallest_p == pytest.approx(1 / 3)
+def report_text(root, **kwargs):
+    return open(report.write_report(str(root), **kwargs)).read()
 
 
-def test_mann_whitney_with_tied_diverged_runs_keeps_the_exact_p():
-    # Three diverged runs tie at -inf; every run of a is still below every run of b, so
-    # the exact p is that of no overlap, 2 / C(10, 5). scipy's default (a normal
-    # approximation whenever there are ties) would say otherwise.
-    a, b = [-math.inf, -math.inf, -math.inf, 1.0, 2.0], [3.0, 4, 5, 6, 7]
-    assert analysis.compare(a, b, True).p == pytest.approx(2 / 252)
-    assert scipy.stats.mannwhitneyu(a, b).pvalue != pytest.approx(2 / 252)
+def section(text, start, end="\n## "):
+    return text.split(start, 1)[1].split(end, 1)[0]
 
 
-def test_bootstrap_interval_is_scipys_and_degenerate_cases_are_plain():
-    values = [1.0, 2.0, 3.0, 4.0, 5.0]
-    result = analysis.interval(values)
-    expected = scipy.stats.bootstrap((np.array(values),), np.mean, confidence_level=0.95,
-                                     n_resamples=10_000, method="percentile",
-                                     rng=np.random.default_rng(0)).confidence_interval
-    assert (result.mean, result.low, result.high) == pytest.approx(
-        (3.0, expected.low, expected.high))
-    assert 1.0 < result.low < 3.0 < result.high < 5.0 and result.n == 5
-    assert result.text(1) == f"3.0 [{expected.low:.1f}, {expected.high:.1f}]"
-    assert analysis.interval([2.0, None, float("nan")]).text(2) == "2.00"  # one finite value
-    assert analysis.interval([4.0, 4.0]).text(1) == "4.0 [4.0, 4.0]"
-    assert analysis.interval([]).text() == "–"
-
-
-def test_fisher_exact_and_benjamini_hochberg_are_scipys():
-    assert analysis.failure_test(3, 5, 0, 5) == pytest.approx(1 / 6)  # 3 of 5 against 0 of 5
-    assert analysis.adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.04, 0.04])
-
-
-def test_budget_curve_is_the_best_so_far_over_random_orders():
-    curve = analysis.budget_curve([1.0, 3.0, 2.0], higher_is_better=True, orders=4000)
-    assert list(curve.k) == [1, 2, 3]
-    # E[max of k drawn without replacement]: k=1 the mean 2, k=2 (3 + 2 + 3)/3, k=3 the max.
-    assert curve.mean == pytest.approx([2.0, 8 / 3, 3.0], abs=0.05)
-    assert (curve.low[0], curve.high[0]) == (1.0, 3.0) and curve.low[2] == curve.high[2] == 3
-    lower = analysis.budget_curve([50.0, float("nan"), 30.0], higher_is_better=False)
-    assert lower.mean[-1] == 30.0  # a diverged trial never counts as the best
-
-
-# --- groups, failures, verdict ---------------------------------------------------------
+# --- groups and failures ----------------------------------------------------------------
 
 def test_a_grid_over_a_non_default_axis_gives_separate_named_groups(tmp_path):
     for seed in (0, 1):
@@ -109,48 +73,112 @@ def test_a_grid_over_a_non_default_axis_gives_separate_named_groups(tmp_path):
     assert [r.config["seed"] for r in groups["nonsat / bce, lr_g=0.0001"]] == [0, 1]
 
 
-def test_divergence_and_collapse_count_as_failures_with_where_and_why(tmp_path):
-    write_run(tmp_path, "ok", [5.0, 6.0])
-    write_run(tmp_path, "diverged", [5.0], diverged_at=2)
-    write_run(tmp_path, "collapsed", [2.0, 1.5], recall=0.02)
+def test_failures_diverged_did_not_learn_and_collapsed_by_classes_covered(tmp_path):
+    write_run(tmp_path, "ok", [5.0, 6.0], seed=0)
+    write_run(tmp_path, "diverged", [5.0], diverged_at=2, seed=1)
+    write_run(tmp_path, "one-digit", [2.0, 1.5], classes=1, recall=0.099, precision=0.6, seed=2)
+    write_run(tmp_path, "two-digits", [3.0, 2.5], classes=2, recall=0.2, precision=0.6, seed=3)
+    write_run(tmp_path, "eight-digits", [5.0, 5.5], classes=8, recall=0.05, precision=0.4,
+              seed=4)
+    write_run(tmp_path, "noise", [1.0, 1.0], classes=1, recall=0.0, precision=0.0, seed=5)
     runs = {os.path.basename(r.dir): r for r in analysis.find_runs(str(tmp_path))}
     keys = analysis.Keys.for_runs(list(runs.values()))
-    assert analysis.failure(runs["ok"], keys) == ""
-    assert analysis.failure(runs["diverged"], keys) == (
-        "diverged in epoch 2, step 53 (d_loss = nan)")
-    assert analysis.failure(runs["collapsed"], keys) == (
-        "collapsed: final recall 0.020 < 0.1")
+    failure = {name: analysis.failure(run, keys) for name, run in runs.items()}
+    assert failure["ok"] == "" and failure["eight-digits"] == ""  # recall is a second signal
+    assert failure["diverged"] == "diverged in epoch 2, step 53 (d_loss = nan) on node7"
+    # Partial collapse counts (recall 0.20 would not have), ...
+    assert failure["one-digit"].startswith("collapsed: covers 1 of 10 digits")
+    assert failure["two-digits"].startswith("collapsed: covers 2 of 10 digits")
+    # ... and a generator that has not learned is not called collapsed.
+    assert failure["noise"].startswith("did not learn: final precision 0.000")
 
 
-def test_verdict_claims_a_difference_only_when_the_numbers_carry_it(tmp_path):
+# --- the verdict ---------------------------------------------------------------------------
+
+def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_path):
     for seed in range(5):
         write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.1 * seed], g_loss="nonsat", seed=seed)
-        # hinge: the same scores in another order -> not distinguishable.
+        # hinge: the same scores in another order -> no difference.
         write_run(tmp_path, f"hinge-{seed}", [7.0 + 0.1 * (4 - seed)], g_loss="hinge", seed=seed)
         # minimax: lower in every seed, and 3 of 5 collapsed.
         write_run(tmp_path, f"minimax-{seed}", [2.0 + 0.1 * seed], g_loss="minimax",
-                  seed=seed, recall=0.01 if seed < 3 else 0.5)
-    text = open(report.write_report(str(tmp_path))).read()
-    verdict = text.split("### Verdict")[1].split("###")[0]
+                  seed=seed, classes=1 if seed < 3 else 10)
+    text = report_text(tmp_path)
+    verdict = section(text, "### Verdict", "###")
     assert "reference: nonsat / bce" in verdict and "n = 5 runs per loss" in verdict
-    minimax = verdict.split("*minimax / bce*:")[1].split("*hinge")[0]
-    assert "final digits score is worse than nonsat's" in minimax
-    assert "Mann–Whitney p = 0.00794" in minimax and "P(minimax better) = 0.00" in minimax
-    hinge = verdict.split("*hinge / hinge*:")[1]
-    assert "not distinguishable from nonsat at n = 5" in hinge
-    assert "Mann–Whitney p = 1" in hinge
-    groups = text.split("### Groups")[1]
-    assert "| minimax / bce | 5 | 3 |" in groups  # n and failures
-    assert "### Failed runs" in text and "collapsed: final recall 0.010" in text
+    minimax = verdict.split("*minimax / bce*")[1].split("*hinge")[0]
+    assert "final digits score: shift -5.00 [-5.30, -4.70]" in minimax
+    assert "P(minimax better) = 0.00 [0.00, 0." in minimax  # an interval even at 0
+    assert "Mann–Whitney p = 0.00794" in minimax and "**worse digits score" in minimax
+    hinge = verdict.split("*hinge / hinge*")[1]
+    assert "shift +0.00 [" in hinge and "P(hinge better) = 0.50 [" in hinge
+    assert "**no difference detected** from nonsat at this n" in hinge
+    # What the test could detect at this n, and the runs for 80% power.
+    assert ("At 5 against 5 runs with 6 tests in this paragraph, a difference is "
+            "significant only if its p is below 0.0083") in verdict
+    assert "only complete separation (P(better) = 0 or 1) gives that" in verdict
+    assert "Runs per loss for 80% power" in verdict and "minimax: about" in verdict
+    assert "hinge: more than 200" in verdict  # the same scores: no n detects a difference
+    groups = section(text, "### Groups", "###")
+    assert "| minimax / bce | 5 | 3 | 93.8% | 2.200 [2.000, 2.400] |" in groups
+    assert "### Failed runs" in text and "covers 1 of 10 digits" in text
 
 
-def test_at_two_runs_the_verdict_says_no_test_could_decide(tmp_path):
-    for seed in range(2):
-        write_run(tmp_path, f"nonsat-{seed}", [7.0 + seed], g_loss="nonsat", seed=seed)
-        write_run(tmp_path, f"hinge-{seed}", [1.0 + seed], g_loss="hinge", seed=seed)
-    text = open(report.write_report(str(tmp_path))).read()
-    assert "not distinguishable from nonsat at n = 2" in text
-    assert "no outcome could give p below 0.33" in text
+def test_equivalence_is_claimed_only_inside_the_margin(tmp_path):
+    for seed in range(8):
+        write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.01 * seed], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [7.0 + 0.01 * ((seed * 3) % 8)], g_loss="hinge",
+                  seed=seed)
+    wide = report_text(tmp_path, equivalence_margin=0.5)
+    assert "**equivalent** in digits score within ±0.5" in wide
+    narrow = report_text(tmp_path, equivalence_margin=0.01)
+    assert "equivalence within ±0.01 not shown" in narrow
+    assert "equivalent" not in report_text(tmp_path)  # no margin, no claim
+    with pytest.raises(UsageError, match="--equivalence_margin=-1"):
+        report.write_report(str(tmp_path), equivalence_margin=-1)
+
+
+# --- every shape of grid -----------------------------------------------------------------
+
+def test_one_run_per_loss_gives_values_and_says_how_many_runs_a_test_needs(tmp_path):
+    write_run(tmp_path, "g_loss=minimax", [5.0, 5.5], g_loss="minimax")
+    write_run(tmp_path, "g_loss=nonsat", [6.0, 7.0], g_loss="nonsat")
+    text = report_text(tmp_path)
+    verdict = section(text, "### Verdict", "###")
+    assert "final digits score 5.50 against 7.00" in verdict
+    assert "**no test with a single run**" in verdict
+    assert "A test needs at least 5 runs per loss here (3 tests in this paragraph)" in verdict
+    groups = section(text, "### Groups", "###")
+    assert "| minimax / bce | 1 | 0 | – | 5.500 |" in groups  # a value, no interval
+    assert os.path.exists(tmp_path / "report" / "digits_final.png")
+
+
+def test_one_run_against_five_and_a_group_where_every_run_diverged(tmp_path):
+    for seed in range(5):
+        write_run(tmp_path, f"nonsat-{seed}", [6.0 + 0.1 * seed], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [3.0], g_loss="hinge", seed=seed,
+                  diverged_at=1)
+    write_run(tmp_path, "minimax-0", [5.0], g_loss="minimax")
+    text = report_text(tmp_path)
+    verdict = section(text, "### Verdict", "###")
+    minimax = verdict.split("*minimax / bce*")[1].split("\n")[0]
+    assert "(1 run)" in minimax and "(66.7%)" in minimax  # the widest interval, its level
+    hinge = verdict.split("*hinge / hinge*")[1].split("\n")[0]
+    assert "shift –" in hinge  # no finished run to measure a shift on
+    assert "P(hinge better) = 0.00 [" in hinge and "failed in 5 of 5 runs" in hinge
+    assert "**worse digits score" in hinge or "**fails more often" in hinge
+    assert "At 1 against 5 runs" in verdict and "no outcome can be significant" in verdict
+    groups = section(text, "### Groups", "###")
+    assert "| hinge / hinge | 5 | 5 | – |" in groups
+
+
+def test_a_grid_of_unfinished_runs_only_lists_them(tmp_path):
+    write_run(tmp_path, "g_loss=minimax", [5.0], g_loss="minimax", epochs=3)
+    write_run(tmp_path, "g_loss=nonsat", [6.0], g_loss="nonsat", epochs=3)
+    text = report_text(tmp_path)
+    assert "0 runs finished" in text and "2 unfinished" in text
+    assert "| g_loss=minimax | 1 of 3 |" in section(text, "## Unfinished runs")
+    assert "### Verdict" not in text
 
 
 def test_unfinished_runs_are_listed_and_left_out_of_every_number(tmp_path):
@@ -158,14 +186,138 @@ def test_unfinished_runs_are_listed_and_left_out_of_every_number(tmp_path):
         write_run(tmp_path, f"nonsat-{seed}", [6.0, 7.0], g_loss="nonsat", seed=seed)
         write_run(tmp_path, f"hinge-{seed}", [5.0, 6.0], g_loss="hinge", seed=seed)
     write_run(tmp_path, "hinge-2", [1.0], g_loss="hinge", seed=2, epochs=2)
-    runs = {os.path.basename(r.dir): r for r in analysis.find_runs(str(tmp_path))}
-    assert runs["nonsat-0"].finished and not runs["hinge-2"].finished
-    text = open(report.write_report(str(tmp_path))).read()
-    assert "4 runs finished (0 of them in a random search); 1 unfinished" in text
-    assert "| hinge-2 | 1 of 2 |" in text.split("## Unfinished runs")[1]
-    groups = text.split("### Groups")[1]
-    assert "| hinge / hinge | 2 | 0 |" in groups  # n = 2: the stopped run is not a seed
+    text = report_text(tmp_path)
+    assert "4 runs finished (0 of them in a random search, 0 in a tuned re-run); 1 unfinished" in text
+    assert "| hinge-2 | 1 of 2 |" in section(text, "## Unfinished runs")
+    assert "| hinge / hinge | 2 | 0 |" in section(text, "### Groups")  # not a seed
 
+
+def test_one_run_in_two_folders_counts_once_as_the_one_that_trained_further(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path, f"old/g_loss=hinge,seed={seed}", [5.0, 6.0], g_loss="hinge",
+                  seed=seed)
+        write_run(tmp_path, f"old/g_loss=nonsat,seed={seed}", [6.0, 7.0], g_loss="nonsat",
+                  seed=seed)
+    # The same run again, under the name a wider grid gives it, stopped after one epoch.
+    write_run(tmp_path, "new/g_loss=hinge,spectral_norm=false,seed=0", [4.0], g_loss="hinge",
+              seed=0, epochs=2)
+    runs = analysis.find_runs(str(tmp_path))
+    assert len(runs) == 4
+    kept = next(r for r in runs if r.duplicates)
+    assert kept.dir.endswith("old/g_loss=hinge,seed=0") and kept.last_epoch == 2
+    text = report_text(tmp_path)
+    assert "| hinge / hinge | 2 | 0 |" in section(text, "### Groups")  # n = 2, not 3
+    duplicates = section(text, "## Runs found in more than one folder")
+    assert "old/g_loss=hinge,seed=0 | new/g_loss=hinge,spectral_norm=false,seed=0" in duplicates
+    assert "unfinished" not in text.split("##")[0]  # the stopped copy is not a run of its own
+
+
+def test_the_anchor_row_and_the_set_sizes_are_stated(tmp_path):
+    for loss in ("minimax", "nonsat"):
+        write_run(tmp_path, loss, [6.0], g_loss=loss)
+    groups = section(report_text(tmp_path), "### Groups", "###")
+    assert "| *real against real (anchor)* | – | – | – | 9.920 | 9.550 | 5.3 | 0.01 |" in groups
+    assert ("compare the first 898 of them with 898 real images" in groups
+            and "over 2,000 generated images" in groups)
+
+
+def test_made_with_lists_the_software_and_warns_when_a_comparison_mixes_them(tmp_path):
+    for seed in range(3):
+        write_run(tmp_path, f"nonsat-{seed}", [6.0 + seed], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [6.0 + seed], g_loss="hinge", seed=seed,
+                  made_with={"cpu": "Intel Xeon"} if seed == 2 else None)
+    text = report_text(tmp_path)
+    made_with = section(text, "## Made with")
+    assert "**They differ.**" in made_with
+    assert "| tfgan_exp 0.1.0 (abc1234567), TensorFlow 2.21.0, AMD EPYC, CPU | 5 |" in made_with
+    assert "Intel Xeon, CPU | 1 |" in made_with
+    assert "made with 2 different combinations" in section(text, "### Verdict", "###")
+
+
+# --- searches and tuned re-runs -----------------------------------------------------------
+
+def write_search(root, losses, count, score_of, extra=None, search_seed=0, failed=()):
+    """A search's folders as the grid names them, with made-up final scores."""
+    drawn = grid.expand(dict({"g_loss": losses, "epochs": [2]}, **(extra or {})),
+                        root=str(root), search_count=count, search_seed=search_seed)
+    for config in drawn.configs:
+        trial = int(config.run_dir.split("trial=")[1].split(",")[0])
+        score = score_of(config, trial)
+        write_run(os.path.dirname(config.run_dir), os.path.basename(config.run_dir),
+                  [3.0, score], classes=1 if (config.g_loss, trial) in failed else 10,
+                  **{k: getattr(config, k) for k in (
+                      "g_loss", "lr_g", "lr_d", "beta1", "beta2", "d_steps", "seed",
+                      "spectral_norm")})
+    grid.write_search(drawn)
+    return drawn
+
+
+def test_a_search_is_paired_setting_by_setting_and_failed_settings_count_worst(tmp_path):
+    losses = {"nonsat": 5.0, "hinge": 6.0, "minimax": 4.0}
+    write_search(tmp_path / "search", list(losses), 4,
+                 lambda c, trial: losses[c.g_loss] + 0.1 * trial,
+                 failed={("minimax", 0), ("minimax", 1)})
+    text = report_text(tmp_path)
+    search = section(text, "## digits: random search")
+    assert "4 distinct settings in all" in search and "tried by 3 losses: 12 runs" in search
+    assert "each of 2 epochs, with seed 0" in search
+    assert "| minimax / bce | 4 | 2 |" in search  # 2 failed settings
+    hinge = search.split("- *hinge / hinge*")[1].split("\n")[0]
+    assert "higher digits score in 4 of 4 settings, lower in 0" in hinge
+    # Budget curves count the failed settings as the worst value reached.
+    assert "Failed settings: minimax 2 of 4; nonsat 0 of 4; hinge 0 of 4." in search
+    assert "digits_search_budget.png" in search
+
+
+def test_a_search_crossed_with_another_axis_or_repeated_is_never_pooled(tmp_path):
+    # Spectral norm on: scores 8; off: 2. Pooled, they would read as one setting at 5.
+    write_search(tmp_path / "search", ["nonsat", "hinge"], 2,
+                 lambda c, trial: 8.0 if c.spectral_norm else 2.0,
+                 extra={"spectral_norm": [False, True]})
+    write_search(tmp_path / "search", ["nonsat", "hinge"], 2, lambda c, trial: 6.0,
+                 search_seed=0)  # the same draws again, without the axis: same settings
+    comparisons = analysis.search_comparisons(
+        [r for r in analysis.find_runs(str(tmp_path)) if r.search_root])
+    assert sorted(c.context for c in comparisons) == ["spectral_norm=false",
+                                                      "spectral_norm=true"]
+    for comparison in comparisons:
+        keys = analysis.Keys.for_runs(comparison.runs)
+        values = comparison.values(keys.score, keys, True)
+        expected = 8.0 if comparison.context == "spectral_norm=true" else 2.0
+        assert {v for by in values.values() for v in by.values()} == {expected}
+    text = report_text(tmp_path)
+    assert "## digits: random search (spectral_norm=true)" in text
+    # A second search with other draws in the same folder: more distinct settings.
+    write_search(tmp_path / "search2", ["nonsat", "hinge"], 2, lambda c, t: 5.0, search_seed=7)
+    search2 = [c for c in analysis.search_comparisons(
+        [r for r in analysis.find_runs(str(tmp_path / "search2")) if r.search_root])]
+    assert len(search2[0].settings) == 2
+
+
+def test_tuned_rerun_takes_each_losss_best_setting_and_is_reported_as_a_verdict(tmp_path):
+    write_search(tmp_path / "search", ["nonsat", "hinge"], 3,
+                 lambda c, trial: {0: 5.0, 1: 7.0, 2: 6.0}[trial] + (0.5 if c.g_loss == "hinge"
+                                                                      else 0))
+    best = analysis.best_settings(str(tmp_path / "search"))
+    drawn = grid.expand({"g_loss": ["nonsat"]}, search_count=3).search["trials"]
+    assert {tuple(sorted(s.items())) for s in best.values()} == {
+        tuple(sorted((k, drawn[1][k]) for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps")))}
+    tuned = tmp_path / "tuned"
+    for loss in ("nonsat", "hinge"):
+        setting = next(s for k, s in best.items() if ("g_loss", loss) in k)
+        for seed in (100, 101, 102):
+            write_run(tuned, f"g_loss={loss},seed={seed}", [6.0 + (loss == "hinge")],
+                      g_loss=loss, seed=seed, **setting)
+    with open(tuned / "tuned.json", "w") as f:
+        json.dump({"from": str(tmp_path / "search")}, f)
+    text = report_text(tmp_path)
+    tuned_text = section(text, "## digits: tuned re-run")
+    assert "seeds the search did not use (100, 101, 102)" in tuned_text
+    assert "*hinge / hinge* (3 runs)" in tuned_text and "### Groups" in tuned_text
+    assert "## digits\n" not in text  # tuned runs are not plain groups
+
+
+# --- figures and errors ----------------------------------------------------------------------
 
 def test_report_has_every_figure_as_a_real_png(tmp_path):
     for loss in ("minimax", "hinge"):
@@ -176,32 +328,17 @@ def test_report_has_every_figure_as_a_real_png(tmp_path):
     text = open(path).read()
     figures = [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".png")]
     assert sorted(figures) == sorted(f"digits_{name}.png" for name in (
-        "score", "fid", "recall", "precision", "g_grad_norm", "d_fake_prob", "losses",
-        "samples"))
+        "final", "score", "fid", "recall", "precision", "classes", "g_grad_norm",
+        "d_fake_prob", "losses", "samples"))
     for figure in figures:
         assert f"({figure})" in text
         data = open(os.path.join(os.path.dirname(path), figure), "rb").read()
         assert tf.io.decode_png(data).shape[0] > 100  # decodes as a real image
     header = next(line for line in text.splitlines() if line.startswith("| group"))
-    for column in ("final score", "best score", "final FID", "final KID", "final recall",
-                   "failed", "minutes"):
+    for column in ("final digits score", "10 splits (mean)", "final FID", "final KID",
+                   "precision", "recall", "digits covered", "class KL",
+                   "best digits score†", "failed", "minutes"):
         assert column in header
-
-
-def test_a_search_gets_budget_curves_per_loss(tmp_path):
-    drawn = grid.expand({"g_loss": ["nonsat", "hinge"], "epochs": [2]},
-                        root=str(tmp_path / "search"), search_count=4)
-    for number, config in enumerate(drawn.configs):
-        write_run(os.path.dirname(config.run_dir), os.path.basename(config.run_dir),
-                  [3.0, 4.0 + number], **{k: getattr(config, k) for k in (
-                      "g_loss", "lr_g", "lr_d", "beta1", "beta2", "d_steps", "seed")})
-    grid.write_search(drawn)
-    runs = analysis.find_runs(str(tmp_path))
-    assert sorted(r.trial for r in runs) == [0, 0, 1, 1, 2, 2, 3, 3]
-    text = open(report.write_report(str(tmp_path))).read()
-    assert "## digits: random search" in text and "digits_search_budget.png" in text
-    assert "| nonsat / bce | 4 | 0 |" in text and "vs nonsat over settings" in text
-    assert os.path.exists(tmp_path / "report" / "digits_search_budget.png")
 
 
 def test_report_of_an_empty_directory_is_refused(tmp_path):
@@ -209,7 +346,10 @@ def test_report_of_an_empty_directory_is_refused(tmp_path):
         report.write_report(str(tmp_path))
 
 
-def test_report_command_rejects_a_missing_directory(tmp_path):
+def test_report_command_rejects_a_missing_directory_and_a_bad_margin(tmp_path):
     result = run_command("-m", "tfgan_exp.report", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a directory" in result.stderr
     assert "Traceback" not in result.stderr
+    write_run(tmp_path, "one", [5.0])
+    result = run_command("-m", "tfgan_exp.report", str(tmp_path), "--equivalence_margin=-2")
+    assert result.returncode == 2 and result.stderr.startswith("error: --equivalence_margin")

@@ -1,56 +1,64 @@
-"""The numbers behind the report: runs grouped by their settings, intervals, tests,
-failures, and the budget curves of a random search.
+"""The runs under a folder: read, counted once, grouped by their settings, and judged.
 
-Statistics come from scipy, as the README explains: bootstrap confidence intervals
-(``scipy.stats.bootstrap``), the two-sided Mann-Whitney U test with its null
-distribution from permutations (``scipy.stats.mannwhitneyu`` with ``PermutationMethod``:
-every permutation up to 7 runs per side, so exact, else 9,999 seeded random ones; correct
-with ties, which diverged runs make), Fisher's exact test for failure
-rates (``scipy.stats.fisher_exact``), and Benjamini-Hochberg adjusted p-values
-(``scipy.stats.false_discovery_control``). The effect size is the probability that a run
-of one loss beats a run of the other, U / (n m): what rliable calls the probability of
-improvement, from the same U.
+A run is identified by its resolved settings and seed (``config.run_identity``), never
+by its folder's name: two folders that hold the same run count once, as the one that
+trained further. A *group* is the runs that share every setting but the seed. Runs under
+a folder holding ``search.json`` whose drawn settings match one of that search's trials
+are a random search's; runs under a folder holding ``tuned.json`` re-run each loss's best
+search setting with fresh seeds. A run that trained every epoch is *finished*; a
+finished run *failed* when it diverged, did not learn, or collapsed (``failure``).
 
-Nothing here draws or writes; ``report`` does.
+The statistics are in ``statistics``; nothing here draws or writes (``report`` does).
 """
 import collections
 import dataclasses
 import json
 import math
 import os
-import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import scipy.stats
 
-from tfgan_exp.config import G_LOSS_NAMES, NON_RESULT_SETTINGS
-from tfgan_exp.grid import SEARCH_FILE, format_value
+from tfgan_exp import search as search_lib
+from tfgan_exp.config import G_LOSS_NAMES, NON_RESULT_SETTINGS, UsageError, run_identity
+from tfgan_exp.grid import SEARCH_FILE, TUNED_FILE, format_value
 from tfgan_exp.rundir import RunDir
 
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 10_000
-PERMUTATIONS = 9_999  # beyond this many distinct permutations scipy draws them, seeded
-ALPHA = 0.05  # decisions are taken on Benjamini-Hochberg adjusted p-values below this
-# A run "collapsed" when its last evaluation's recall (the share of real images inside
-# the generated images' k-NN manifold, Kynkaenniemi et al. 2019) is below this: the
-# generator covers under a tenth of the real data, whatever its images look like.
-COLLAPSE_RECALL = 0.1
 REFERENCE_LOSS = "nonsat"
+# Failure thresholds (README, "Studies and the report"):
+# - a run whose generated images almost never lie inside the real images' k-NN manifold
+#   (precision below this) did not learn: an untrained generator scores 0.00, a trained
+#   one 0.25-0.35 on digits, real digits against real digits 0.9;
+LEARNED_PRECISION = 0.05
+# - on digits, a run that covers at most half of the 10 digits (classes_covered)
+#   collapsed: one digit is 1 class, two are 2, real digits cover 10;
+COLLAPSE_CLASSES = 5
+# - on Inception's datasets, where classes are not the data's modes, a run whose recall
+#   (the share of real images inside the generated images' manifold) is below a tenth.
+COLLAPSE_RECALL = 0.1
 # Settings that never name a group: the seed (runs differing only by it are repeats)
 # and those that do not change what a run computes.
 NOT_GROUPING = NON_RESULT_SETTINGS | {"seed"}
-TRIAL_IN_FOLDER = re.compile(r"(?:^|[,/])trial=(\d+)(?:[,/]|$)")
+# Settings a tuned re-run takes from the search: they belong to its loss, not its group.
+TUNED_SETTINGS = frozenset(search_lib.SEARCHED_FIELDS)
 
 
 @dataclasses.dataclass
 class Run:
-    """One run folder: its settings, its per-epoch records, and its divergence (if any)."""
+    """One run: its settings, per-epoch records, divergence, reference and attempts."""
     dir: str
     config: dict
     metrics: List[dict]
     divergence: Optional[dict] = None
-    trial: Optional[int] = None  # its trial number when it belongs to a random search
+    reference: Optional[dict] = None  # reference.json: set sizes and the real anchor
+    attempts: List[dict] = dataclasses.field(default_factory=list)  # provenance.json
+    search_root: Optional[str] = None  # the search (its folder) this run is a trial of
+    tuned_root: Optional[str] = None  # the tuned re-run (its folder) it belongs to
+    duplicates: List[str] = dataclasses.field(default_factory=list)  # same run elsewhere
+
+    @property
+    def identity(self) -> tuple:
+        return run_identity(self.config)
 
     @property
     def loss(self) -> str:
@@ -66,37 +74,57 @@ class Run:
         still running, and its numbers are not comparable with the others'."""
         return bool(self.divergence) or self.last_epoch >= self.config["epochs"]
 
+    def setting(self, names: Sequence[str]) -> tuple:
+        return tuple(self.config.get(name) for name in names)
+
 
 def find_runs(root: str) -> List[Run]:
-    """Every run under ``root`` that recorded an epoch or a divergence, in path order."""
+    """Every run under ``root`` that recorded an epoch or a divergence, in path order,
+    each counted once (``deduplicate``), with its search or tuned re-run marked."""
     runs = []
     for folder, _, files in sorted(os.walk(root)):
         if "config.json" not in files:
             continue
         run_dir = RunDir(folder)
         run = Run(folder, run_dir.saved_config(), run_dir.read_metrics(),
-                  run_dir.divergence())
+                  run_dir.divergence(), run_dir.reference(), run_dir.attempts())
         if run.metrics or run.divergence:
             runs.append(run)
-    _mark_search_trials(root, runs)
-    return runs
+    _mark_studies(root, runs)
+    return deduplicate(runs)
 
 
-def _mark_search_trials(root: str, runs: List[Run]) -> None:
-    """Sets ``trial`` on the runs of every random search under ``root`` (search.json):
-    the number in the run folder's ``trial=N``, which the grid put there."""
+def deduplicate(runs: List[Run]) -> List[Run]:
+    """One Run per identity: the folder that trained furthest (then a finished one, then
+    the first in path order); the others' folders are listed in its ``duplicates``."""
+    by_identity: Dict[tuple, List[Run]] = collections.defaultdict(list)
+    for run in runs:
+        by_identity[run.identity].append(run)
+    kept = []
+    for copies in by_identity.values():
+        best = max(copies, key=lambda r: (r.last_epoch, r.finished, -copies.index(r)))
+        best.duplicates = [r.dir for r in copies if r is not best]
+        kept.append(best)
+    return sorted(kept, key=lambda r: r.dir)
+
+
+def _mark_studies(root: str, runs: List[Run]) -> None:
+    """Marks the trials of every random search under ``root`` (runs below its
+    search.json whose searched settings equal one of its drawn trials) and the runs of
+    every tuned re-run (below its tuned.json)."""
     for folder, _, files in os.walk(root):
-        if SEARCH_FILE not in files:
-            continue
-        with open(os.path.join(folder, SEARCH_FILE)) as f:
-            numbers = {trial["trial"] for trial in json.load(f)["trials"]}
-        for run in runs:
-            relative = os.path.relpath(run.dir, folder)
-            if relative.startswith(os.pardir):
-                continue
-            found = TRIAL_IN_FOLDER.search(relative)
-            if found and int(found.group(1)) in numbers:
-                run.trial = int(found.group(1))
+        below = [run for run in runs
+                 if not os.path.relpath(run.dir, folder).startswith(os.pardir)]
+        if SEARCH_FILE in files:
+            with open(os.path.join(folder, SEARCH_FILE)) as f:
+                drawn = {tuple(trial[k] for k in search_lib.SEARCHED_FIELDS)
+                         for trial in json.load(f)["trials"]}
+            for run in below:
+                if run.setting(search_lib.SEARCHED_FIELDS) in drawn:
+                    run.search_root = folder
+        if TUNED_FILE in files:
+            for run in below:
+                run.tuned_root = folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +136,20 @@ class Keys:
     precision: str
     recall: str
     label: str  # what the score is called in sentences
+    classes: Optional[str] = None  # classes covered (digits only), and their KL divergence
+    class_kl: Optional[str] = None
+
+    @property
+    def score_mean_10(self) -> str:
+        return f"{self.score}_mean_10"
+
+    @property
+    def score_std(self) -> str:
+        return f"{self.score}_std"
+
+    @property
+    def kid_std(self) -> str:
+        return f"{self.kid}_std"
 
     @classmethod
     def for_runs(cls, runs: Sequence[Run]) -> Optional["Keys"]:
@@ -117,17 +159,18 @@ class Keys:
                        "Inception Score")
         if "digits_score" in keys:
             return cls("digits_score", "digits_fid", "digits_kid", "digits_precision",
-                       "digits_recall", "digits score")
+                       "digits_recall", "digits score", "digits_classes", "digits_class_kl")
         return None
 
 
-def final(run: Run, key: str) -> Optional[float]:
+def final(run: Run, key: Optional[str]) -> Optional[float]:
     """The last value of ``key`` the run recorded (None if it never did)."""
-    return next((r[key] for r in reversed(run.metrics) if key in r), None)
+    return next((r[key] for r in reversed(run.metrics) if key in r), None) if key else None
 
 
 def best(run: Run, key: str, higher_is_better: bool) -> Optional[float]:
-    """The run's best value of ``key``, or None."""
+    """The run's best value of ``key`` over its evaluations, or None: a maximum over
+    noisy evaluations, biased upwards, so kept out of the verdict."""
     values = [r[key] for r in run.metrics if key in r]
     if not values:
         return None
@@ -135,48 +178,77 @@ def best(run: Run, key: str, higher_is_better: bool) -> Optional[float]:
 
 
 def failure(run: Run, keys: Optional[Keys]) -> str:
-    """Why the run counts as a failure ("" if it does not): diverged, or collapsed."""
+    """Why the run counts as a failure ("" if it does not): it diverged, did not learn
+    (final precision below LEARNED_PRECISION), or collapsed (digits: at most
+    COLLAPSE_CLASSES of the 10 covered; else recall below COLLAPSE_RECALL)."""
     if run.divergence:
         where = run.divergence
         values = ", ".join(f"{k} = {v}" for k, v in where.get("values", {}).items())
-        return f"diverged in epoch {where['epoch']}, step {where['step']} ({values})"
-    recall = final(run, keys.recall) if keys else None
-    if recall is not None and recall < COLLAPSE_RECALL:
+        host = f" on {where['host']}" if where.get("host") else ""
+        return f"diverged in epoch {where['epoch']}, step {where['step']} ({values}){host}"
+    if keys is None:
+        return ""
+    precision, recall = final(run, keys.precision), final(run, keys.recall)
+    classes, kl = final(run, keys.classes), final(run, keys.class_kl)
+    if precision is not None and precision < LEARNED_PRECISION:
+        return (f"did not learn: final precision {precision:.3f} < {LEARNED_PRECISION} "
+                "(almost none of its images lie among the real images')")
+    if classes is not None:
+        if classes <= COLLAPSE_CLASSES:
+            recall_text = f"; recall {recall:.3f}" if recall is not None else ""
+            return f"collapsed: covers {classes} of 10 digits (class KL {kl:.2f}{recall_text})"
+    elif recall is not None and recall < COLLAPSE_RECALL:
         return f"collapsed: final recall {recall:.3f} < {COLLAPSE_RECALL}"
     return ""
 
 
+def ranked(run: Run, key: str, higher_is_better: bool) -> float:
+    """The run's final ``key`` for a rank test: the worst possible (-inf for a score,
+    +inf for a distance) when it diverged or has no value. A collapsed run keeps its
+    measured value, which ranks it low anyway; failures are tested on their own."""
+    value = None if run.divergence else final(run, key)
+    if value is None or not math.isfinite(value):
+        return -math.inf if higher_is_better else math.inf
+    return float(value)
+
+
+def judged(run: Run, key: str, keys: Keys, higher_is_better: bool) -> float:
+    """``ranked``, but the worst possible for any failed run too (collapsed, or did not
+    learn): how a search's settings are judged (budget curves, the best setting)."""
+    if failure(run, keys):
+        return -math.inf if higher_is_better else math.inf
+    return ranked(run, key, higher_is_better)
+
+
 # --- groups ---------------------------------------------------------------------------
 
-def varying_settings(runs: Sequence[Run]) -> List[str]:
-    """The settings, other than NOT_GROUPING, on which ``runs`` differ, in Config order."""
-    names = [k for k in runs[0].config if k not in NOT_GROUPING] if runs else []
+def varying_settings(runs: Sequence[Run], ignore=frozenset()) -> List[str]:
+    """The settings, other than NOT_GROUPING and ``ignore``, on which ``runs`` differ,
+    in Config order."""
+    names = [k for k in runs[0].config if k not in NOT_GROUPING | ignore] if runs else []
     return [k for k in names if len({format_value(r.config.get(k)) for r in runs}) > 1]
 
 
 def group_name(run: Run, varying: Sequence[str]) -> str:
     """'g_loss / d_loss', then 'key=value' for the other varying settings."""
     others = [k for k in varying if k not in ("g_loss", "d_loss", "dataset")]
-    parts = [run.loss] + [f"{k}={format_value(run.config.get(k))}" for k in others]
-    return ", ".join(parts)
+    return ", ".join([run.loss] + [f"{k}={format_value(run.config.get(k))}" for k in others])
 
 
-def group_runs(runs: Sequence[Run]) -> Dict[str, Dict[str, List[Run]]]:
-    """dataset -> group name -> runs with identical settings but for the seed.
-
-    Groups are ordered by loss (G_LOSS_NAMES order), then by name; runs by seed.
-    """
+def group_runs(runs: Sequence[Run], ignore=frozenset()) -> Dict[str, Dict[str, List[Run]]]:
+    """dataset -> group name -> the runs with identical settings but for the seed (and
+    ``ignore``). Groups are ordered by loss (G_LOSS_NAMES order), then by name; runs by
+    seed."""
     order = {name: i for i, name in enumerate(G_LOSS_NAMES)}
     by_dataset: Dict[str, List[Run]] = collections.defaultdict(list)
     for run in runs:
         by_dataset[run.config["dataset"]].append(run)
     result = {}
     for dataset, members in by_dataset.items():
-        varying = varying_settings(members)
+        varying = varying_settings(members, ignore)
         groups: Dict[str, List[Run]] = collections.defaultdict(list)
         for run in sorted(members, key=lambda r: (order.get(r.config["g_loss"], 99),
-                                                  group_name(r, varying),
-                                                  r.config["seed"])):
+                                                  group_name(r, varying), r.config["seed"])):
             groups[group_name(run, varying)].append(run)
         result[dataset] = dict(groups)
     return result
@@ -194,128 +266,101 @@ def comparison_sets(groups: Dict[str, List[Run]]) -> List[Tuple[str, Dict[str, L
     return [(shared, members) for shared, members in sets.items() if len(members) > 1]
 
 
-# --- statistics -----------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Interval:
-    """A mean over runs and its 95% bootstrap interval (percentile method)."""
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    def text(self, decimals: int = 3) -> str:
-        if self.n == 0:
-            return "–"
-        if self.n == 1 or not np.isfinite(self.low):
-            return f"{self.mean:.{decimals}f}"
-        return f"{self.mean:.{decimals}f} [{self.low:.{decimals}f}, {self.high:.{decimals}f}]"
-
-
-def interval(values: Sequence[Optional[float]], seed: int = 0) -> Interval:
-    """Mean of the finite ``values`` and its 95% bootstrap confidence interval.
-
-    scipy's bootstrap, percentile method, 10,000 resamples, seeded: the same runs give
-    the same interval. One value has no interval; identical values have a zero-width one.
-    """
-    finite = np.array([v for v in values if v is not None and np.isfinite(v)], float)
-    if len(finite) == 0:
-        return Interval(float("nan"), float("nan"), float("nan"), 0)
-    if len(finite) == 1:
-        return Interval(float(finite[0]), float("nan"), float("nan"), 1)
-    if np.all(finite == finite[0]):
-        return Interval(float(finite[0]), float(finite[0]), float(finite[0]), len(finite))
-    result = scipy.stats.bootstrap((finite,), np.mean, confidence_level=CONFIDENCE,
-                                   n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                                   rng=np.random.default_rng(seed))
-    ci = result.confidence_interval
-    return Interval(float(finite.mean()), float(ci.low), float(ci.high), len(finite))
-
-
-@dataclasses.dataclass
-class Comparison:
-    """Mann-Whitney U of sample a against sample b, two-sided."""
-    u: float
-    p: float
-    prob_a_better: float  # P(a beats b) + P(tie) / 2 = U / (n m), "better" by the metric
-    n_a: int
-    n_b: int
-    smallest_p: float  # the smallest two-sided p any outcome could give at these n
-
-
-def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> Comparison:
-    """Two-sided Mann-Whitney U test of ``a`` against ``b`` (scipy, permutation null).
-
-    A value of -inf (score) or +inf (FID) stands for a run that diverged: it ranks below
-    every run that finished, which a rank test allows. Such runs tie with each other, and
-    with ties scipy's default falls back to a normal approximation, poor at n = 5; the
-    permutation null is exact at small n with or without ties.
-    """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if not higher_is_better:  # U then counts the pairs in which a is *better*
-        a, b = -a, -b
-    method = scipy.stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=0)
-    result = scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method=method)
-    n_a, n_b = len(a), len(b)
-    # Beyond PERMUTATIONS distinct orders scipy samples them: p is then at least
-    # 2 / (PERMUTATIONS + 1), whatever the data.
-    smallest = min(1.0, max(2.0 / math.comb(n_a + n_b, n_a), 2.0 / (PERMUTATIONS + 1)))
-    return Comparison(float(result.statistic), float(result.pvalue),
-                      float(result.statistic) / (n_a * n_b), n_a, n_b, smallest)
-
-
-def failure_test(failed_a: int, n_a: int, failed_b: int, n_b: int) -> float:
-    """Fisher's exact test (two-sided) of two failure rates; its p-value."""
-    return float(scipy.stats.fisher_exact([[failed_a, n_a - failed_a],
-                                           [failed_b, n_b - failed_b]]).pvalue)
-
-
-def adjusted(p_values: Sequence[float]) -> List[float]:
-    """Benjamini-Hochberg adjusted p-values (scipy), for a family of comparisons."""
-    if not p_values:
-        return []
-    return [float(p) for p in scipy.stats.false_discovery_control(np.asarray(p_values))]
-
-
-def ranked_values(runs: Sequence[Run], pick: Callable[[Run], Optional[float]],
-                  higher_is_better: bool) -> List[float]:
-    """``pick(run)`` for each run, for a rank test; a run that diverged ranks worst."""
-    worst = -math.inf if higher_is_better else math.inf
-    values = []
-    for run in runs:
-        value = None if run.divergence else pick(run)
-        values.append(value if value is not None and np.isfinite(value) else worst)
-    return values
+def reference_label(labels: Sequence[str], reference_loss: str) -> str:
+    """The label of ``reference_loss``'s group among ``labels``, else the first."""
+    return next((label for label in labels if label.startswith(reference_loss + " ")),
+                labels[0])
 
 
 # --- random search --------------------------------------------------------------------
 
 @dataclasses.dataclass
-class BudgetCurve:
-    """Best value found after k = 1..N settings, over random orders of the trials."""
-    k: np.ndarray
-    mean: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
+class SearchComparison:
+    """The trials of one search context (every setting but the searched ones and the
+    loss alike): loss label -> drawn setting (SEARCHED_FIELDS values) -> its runs."""
+    dataset: str
+    context: str  # the shared settings that vary across contexts ("" when one)
+    trials: Dict[str, Dict[tuple, List[Run]]]
+
+    @property
+    def runs(self) -> List[Run]:
+        return [run for by_setting in self.trials.values() for members in by_setting.values()
+                for run in members]
+
+    @property
+    def settings(self) -> List[tuple]:
+        """The distinct drawn settings, in the order first met."""
+        return list(dict.fromkeys(s for by_setting in self.trials.values() for s in by_setting))
+
+    def values(self, key: str, keys: Keys, higher_is_better: bool) -> Dict[str, Dict[tuple, float]]:
+        """loss -> setting -> the median over the setting's seeds of ``judged`` values
+        (a setting whose runs mostly failed counts as failed: worst)."""
+        import numpy as np
+        return {loss: {setting: float(np.median([judged(r, key, keys, higher_is_better)
+                                                 for r in members]))
+                       for setting, members in by_setting.items()}
+                for loss, by_setting in self.trials.items()}
+
+    def worst(self, key: str, higher_is_better: bool) -> Optional[float]:
+        """The worst finite final ``key`` any trial reached: a failed trial's value in
+        the budget curves (None when no trial has one)."""
+        values = [v for v in (final(r, key) for r in self.runs)
+                  if v is not None and math.isfinite(v)]
+        if not values:
+            return None
+        return min(values) if higher_is_better else max(values)
 
 
-def budget_curve(values: Sequence[float], higher_is_better: bool, orders: int = 1000,
-                 seed: int = 0) -> BudgetCurve:
-    """The best of the first k trials, for k = 1..N, as Lucic et al. 2018 (figure 4) draw it.
+def search_comparisons(runs: Sequence[Run]) -> List[SearchComparison]:
+    """The search trials among ``runs``, by dataset and context: trials match by every
+    setting, so a search crossed with another axis, or two searches in one folder,
+    never pool their trials."""
+    contexts: Dict[Tuple[str, str], Dict[str, Dict[tuple, List[Run]]]] = {}
+    for dataset, groups in group_runs([r for r in runs if r.search_root],
+                                      ignore=TUNED_SETTINGS).items():
+        for shared, loss_groups in _all_sets(groups):
+            trials = contexts.setdefault((dataset, shared), {})
+            for loss, members in loss_groups.items():
+                for run in members:
+                    setting = run.setting(search_lib.SEARCHED_FIELDS)
+                    trials.setdefault(loss, {}).setdefault(setting, []).append(run)
+    return [SearchComparison(dataset, shared, trials)
+            for (dataset, shared), trials in contexts.items()]
 
-    The trials' order is resampled (``orders`` random permutations): the curve is the
-    mean best-so-far, the band its 2.5th-97.5th percentiles. No library offers this
-    curve; it is a running maximum over permutations, written here with numpy.
-    A non-finite value (a diverged trial) never counts as the best.
+
+def _all_sets(groups: Dict[str, List[Run]]):
+    """Like ``comparison_sets``, but a context with one loss is kept too."""
+    sets: Dict[str, Dict[str, List[Run]]] = collections.defaultdict(dict)
+    for name, runs in groups.items():
+        sets[name[len(runs[0].loss):].lstrip(", ")][runs[0].loss] = runs
+    return list(sets.items())
+
+
+def best_settings(search_dir: str, score_of: Optional[Callable[[Keys], str]] = None
+                  ) -> Dict[tuple, Dict[str, object]]:
+    """Each loss's best drawn setting in the search under ``search_dir``.
+
+    Returns (dataset, g_loss, d_loss, the other settings a tuned run must share)
+    -> {SEARCHED_FIELDS: values}. Best: the highest median final score over the
+    setting's seeds, failed runs counting worst (the first such on a tie).
+    Raises UsageError when the folder holds no finished search runs.
     """
-    values = np.asarray(values, float)
-    worst = -np.inf if higher_is_better else np.inf
-    values = np.where(np.isfinite(values), values, worst)
-    rng = np.random.default_rng(seed)
-    permuted = np.stack([values[rng.permutation(len(values))] for _ in range(orders)])
-    running = (np.maximum if higher_is_better else np.minimum).accumulate(permuted, axis=1)
-    running = np.where(np.isfinite(running), running, np.nan)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(running, axis=0)
-    low, high = np.nanpercentile(running, [2.5, 97.5], axis=0)
-    return BudgetCurve(np.arange(1, len(values) + 1), mean, low, high)
+    runs = [r for r in find_runs(search_dir) if r.finished and r.search_root]
+    if not runs:
+        raise UsageError(f"--tuned_from={search_dir}: no finished random-search runs there "
+                         f"(a folder with {SEARCH_FILE} and the runs of --search)")
+    chosen = {}
+    for comparison in search_comparisons(runs):
+        keys = Keys.for_runs(comparison.runs)
+        if keys is None:
+            continue
+        for loss, values in comparison.values(keys.score, keys, True).items():
+            setting = max(values, key=lambda s: (values[s], -list(values).index(s)))
+            example = comparison.trials[loss][setting][0]
+            chosen[search_lib.tuned_key(example.config)] = dict(zip(search_lib.SEARCHED_FIELDS, setting))
+    return chosen
+
+
+def search_seeds(search_dir: str) -> set:
+    """The seeds the search under ``search_dir`` trained with."""
+    return {r.config["seed"] for r in find_runs(search_dir) if r.search_root}

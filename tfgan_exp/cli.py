@@ -8,6 +8,7 @@ status 2, before anything is trained or written.
 """
 import dataclasses
 import json
+import os
 import sys
 from typing import List
 
@@ -108,6 +109,11 @@ flags.DEFINE_integer("search", 0, "Random search: draw N settings of "
                      f"{', '.join(search_lib.SEARCHED_FIELDS)} ({search_lib.describe_space()})"
                      " and train each loss with each, 0..1000; 0 = no search.")
 flags.DEFINE_integer("search_seed", 0, "Seed of the search's draws, 0..2^31-1.")
+flags.DEFINE_string("tuned_from", "", "A folder holding a random search (--search): train "
+                    "each loss at its best setting there (the highest median final score "
+                    "over its seeds; failed runs count worst), with seeds the search did "
+                    "not use, so that the comparison is free of the winner's curse (Lucic "
+                    "et al. 2018). Give the seeds, e.g. --seed=100,101,102,103,104.")
 flags.DEFINE_string("strategy", "auto", f"Distribution: {', '.join(STRATEGIES)}. auto = tpu "
                     "if --tpu or TPU_NAME is set, mirrored on 2+ GPUs, else default.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address, or 'local' on a TPU VM.")
@@ -185,8 +191,33 @@ def grid_from_flags() -> grid_lib.Grid:
                              f"also give {', '.join(given)}")
     if not 0 <= F.search_seed < 2**31:
         raise UsageError(f"--search_seed={F.search_seed}: must be an integer 0..2^31-1")
+    tuned = _tuned_settings(values["seed"]) if F.tuned_from else None
     return grid_lib.expand(values, F.run_dir, F.search, F.search_seed,
-                           force_grid=bool(F.seeds))
+                           force_grid=bool(F.seeds), tuned=tuned)
+
+
+def _tuned_settings(seeds: List[int]):
+    """--tuned_from: each loss's best search setting; refuses what would spoil it."""
+    from tfgan_exp import analysis  # reads the search's runs: only for --tuned_from
+    if not F.run_dir:
+        raise UsageError("--tuned_from needs a --run_dir of its own for the re-run")
+    if F.search:
+        raise UsageError("--tuned_from re-runs a finished search: do not give --search too")
+    given = [f"--{n}" for n in search_lib.SEARCHED_FIELDS if F[n].present]
+    given += [f"--preset={F.preset}"] if F.preset and set(PRESETS[F.preset]) & set(
+        search_lib.SEARCHED_FIELDS) else []
+    if given:
+        raise UsageError(f"--tuned_from sets {', '.join(search_lib.SEARCHED_FIELDS)} from the "
+                         f"search; do not also give {', '.join(given)}")
+    if not os.path.isdir(F.tuned_from):
+        raise UsageError(f"--tuned_from={F.tuned_from}: not a directory")
+    used = sorted(analysis.search_seeds(F.tuned_from) & set(seeds))
+    if used:
+        raise UsageError(f"--tuned_from: seed(s) {', '.join(map(str, used))} trained the "
+                         "search's settings, whose best was picked on them (the winner's "
+                         "curse); give seeds the search did not use, e.g. "
+                         "--seed=100,101,102,103,104")
+    return analysis.best_settings(F.tuned_from)
 
 
 def run_single(config: Config) -> None:
@@ -230,7 +261,8 @@ def main(argv):
         shard = grid_lib.parse_shard(F.shard)
         if shard and not grid.is_grid:
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
-        for note in grid_lib.check(grid, F.retry_diverged):  # every run, before the first
+        notes = grid.notes + grid_lib.adopt_existing(grid)
+        for note in notes + grid_lib.check(grid, F.retry_diverged):  # every run, first
             print(f"note: {note}", file=sys.stderr)
     except UsageError as error:
         fail(str(error))
@@ -253,6 +285,7 @@ def main(argv):
         run_single(grid.configs[0])
         return
     grid_lib.write_search(grid)
+    grid_lib.write_tuned(grid, F.tuned_from)
     try:
         if F.parallel > 1:
             tally = launch.run_in_parallel(configs, grid.root, F.parallel)

@@ -61,6 +61,16 @@ NON_RESULT_SETTINGS = frozenset({
     "data_dir", "strategy", "tpu", "steps_per_execution", "jit_compile", "deterministic",
     "inception_model", "cache_dir", "run_dir", "keep_checkpoints", "checkpoint_every_steps",
     "overwrite", "retry_diverged"})
+
+def run_identity(settings: Dict[str, Any]) -> tuple:
+    """What makes two runs one run: every resolved setting that changes what a run
+    computes, the seed included, as sorted (name, value) pairs. ``settings`` is a
+    resolved Config's fields (a config.json); settings it lacks (written by an older
+    version) count as their defaults. Folder names play no part."""
+    values = dict(dataclasses.asdict(Config()), **settings)
+    return tuple(sorted((k, v) for k, v in values.items() if k not in NON_RESULT_SETTINGS))
+
+
 # Settings that change results but may still change on resuming: a finished run can be
 # trained longer, and evaluated more or less often from there on.
 RESUMABLE_SETTINGS = NON_RESULT_SETTINGS | {"epochs", "eval_every"}

@@ -17,7 +17,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tfgan_exp import search as search_lib
-from tfgan_exp.config import NON_RESULT_SETTINGS, Config, UsageError
+from tfgan_exp.config import NON_RESULT_SETTINGS, Config, UsageError, run_identity
 from tfgan_exp.rundir import RunDir, check_writable, write_atomically
 
 DEFAULT_ROOT = os.path.join("runs", "grid")
@@ -46,30 +46,41 @@ def run_name(settings: Dict[str, object], varying: Sequence[str]) -> str:
 class Grid:
     """The runs of one command, in the order they train, and what the report needs.
 
-    ``search`` holds the drawn settings when the grid is a random search (else None).
+    ``search`` holds the drawn settings when the grid is a random search, ``tuned`` the
+    settings a tuned re-run took from a search (else None); ``notes`` say what the
+    expansion did that the user may not expect (values that made the same run).
     """
     root: str
     configs: List[Config]
     search: Optional[dict] = None
+    tuned: Optional[dict] = None
+    notes: List[str] = dataclasses.field(default_factory=list)
+    forced: bool = False  # a grid even of one run (--seeds=1)
 
     @property
     def is_grid(self) -> bool:
-        return len(self.configs) > 1 or self.search is not None
+        return (len(self.configs) > 1 or self.search is not None
+                or self.tuned is not None or self.forced)
 
 
 def expand(values: Dict[str, List], root: str = "", search_count: int = 0,
-           search_seed: int = 0, force_grid: bool = False) -> Grid:
-    """Every combination of ``values`` (setting name -> list of values).
+           search_seed: int = 0, force_grid: bool = False,
+           tuned: Optional[Dict[tuple, dict]] = None) -> Grid:
+    """Every combination of ``values`` (setting name -> list of values), each run once.
 
     Settings not in ``values`` keep Config's defaults. With ``search_count`` > 0 each
     combination is crossed with that many drawn settings (``search.draw_settings``).
-    Seeds vary slowest, so that a grid stopped early has every loss at the first seeds.
-    A single run (no list longer than one, no search, not ``force_grid``) goes to
+    With ``tuned`` (``analysis.best_settings``: search.tuned_key -> the searched
+    settings), each run takes its loss's best search setting. Values that resolve to
+    the same run (``nonsat,nonsat``, ``2e-4,0.0002``, ``--width=0,16`` on digits) make
+    it once, with a note. Seeds vary slowest, so that a grid stopped early has every
+    loss at the first seeds. Folders are named by the resolved settings that vary. A
+    single run (no list longer than one, no search, not ``force_grid``) goes to
     ``root`` itself, or to Config's default folder when ``root`` is empty.
 
     Raises:
-      UsageError: a setting that is not an axis was given several values, or a searched
-        setting was also listed.
+      UsageError: a setting that is not an axis was given several values, a searched
+        setting was also listed, or a tuned run's setting is not in the search.
     """
     for name, options in values.items():
         if len(options) > 1 and name not in AXES:
@@ -87,28 +98,84 @@ def expand(values: Dict[str, List], root: str = "", search_count: int = 0,
         search = {"count": search_count, "seed": search_seed,
                   "space": search_lib.describe_space(), "trials": trials}
     axes = [name for name in values if name != "seed"]
-    varying = [name for name in axes if len(values[name]) > 1]
-    varying = ([n for n in NAME_ORDER if n in varying]
-               + [n for n in varying if n not in NAME_ORDER])
-    if search:
-        varying.append("trial")
     seeds = values.get("seed", [Config.seed])
-    if len(seeds) > 1 or force_grid or search:
-        varying.append("seed")
-    is_grid = len(varying) > 0 or force_grid
-    grid_root = root or (DEFAULT_ROOT if is_grid else "")
-    configs = []
+    runs: Dict[tuple, Tuple[Config, Optional[int]]] = {}  # identity -> (config, trial)
+    given = 0
     for seed, trial, combo in itertools.product(
             seeds, trials, itertools.product(*(values[name] for name in axes))):
         settings = dict(zip(axes, combo), seed=seed)
         settings.update({k: v for k, v in trial.items() if k != "trial"})
-        named = dict(settings, trial=trial.get("trial"))
-        if is_grid:
-            run_dir = os.path.join(grid_root, run_name(named, varying))
-        else:
-            run_dir = grid_root
-        configs.append(Config(**dict(settings, run_dir=run_dir)).resolved())
-    return Grid(grid_root, configs, search)
+        config = Config(**settings).resolved()
+        if tuned is not None:
+            config = _tuned(config, tuned)
+        given += 1
+        runs.setdefault(run_identity(dataclasses.asdict(config)), (config, trial.get("trial")))
+    notes = []
+    if len(runs) < given:
+        notes.append(f"{given - len(runs)} of the {given} combinations listed resolve to a "
+                     "run listed before (equal values, or a default given by its value); "
+                     f"each run is trained once: {len(runs)} runs")
+    # Named by the resolved values that vary, so equal values never make two names.
+    unique = [config for config, _ in runs.values()]
+    varying = [name for name in axes
+               if len({format_value(getattr(c, name)) for c in unique}) > 1]
+    varying = ([n for n in NAME_ORDER if n in varying]
+               + [n for n in varying if n not in NAME_ORDER])
+    if search:
+        varying.append("trial")
+    if len({c.seed for c in unique}) > 1 or force_grid or search or tuned is not None:
+        varying.append("seed")
+    is_grid = len(unique) > 1 or force_grid or bool(search) or tuned is not None
+    grid_root = root or (DEFAULT_ROOT if is_grid else "")
+    configs = []
+    for config, trial in runs.values():
+        named = dict(dataclasses.asdict(config), trial=trial)
+        run_dir = os.path.join(grid_root, run_name(named, varying)) if is_grid else (
+            grid_root or config.run_dir)
+        configs.append(dataclasses.replace(config, run_dir=run_dir))
+    tuned_record = None
+    if tuned is not None:
+        tuned_record = {"runs": [{k: getattr(c, k) for k in ("dataset", "g_loss", "d_loss",
+                                                             *search_lib.SEARCHED_FIELDS)}
+                                 for c in configs]}
+    return Grid(grid_root, configs, search, tuned_record, notes, forced=force_grid)
+
+
+def _tuned(config: Config, tuned: Dict[tuple, dict]) -> Config:
+    """``config`` with its loss's best search setting (``tuned``); UsageError if the
+    search has none for its loss and other settings."""
+    key = search_lib.tuned_key(dataclasses.asdict(config))
+    if key not in tuned:
+        differing = ", ".join(f"{k}={format_value(v)}" for k, v in key
+                              if k in ("dataset", "g_loss", "d_loss") or v != getattr(
+                                  Config().resolved(), k, v))
+        raise UsageError(f"--tuned_from: the search has no finished runs of {differing} "
+                         "(a tuned re-run takes each loss's best setting among the search's "
+                         "runs with the same other settings)")
+    return dataclasses.replace(config, **tuned[key]).resolved()
+
+
+def adopt_existing(grid: Grid) -> List[str]:
+    """Points each run of ``grid`` at the folder under its root that already holds the
+    same run (settings and seed), when that folder has another name: a grid widened by
+    an axis, or a value written differently, continues those runs rather than training
+    them again under a new name. Returns a note per adopted folder."""
+    if not grid.is_grid or not os.path.isdir(grid.root):
+        return []
+    existing = {}
+    for folder, _, files in sorted(os.walk(grid.root)):
+        if "config.json" in files:
+            saved = RunDir(folder).saved_config()
+            if saved is not None:
+                existing.setdefault(run_identity(saved), folder)
+    notes = []
+    for index, config in enumerate(grid.configs):
+        folder = existing.get(run_identity(dataclasses.asdict(config)))
+        if folder and os.path.normpath(folder) != os.path.normpath(config.run_dir):
+            notes.append(f"{config.run_dir} is the run already in {folder} (same settings "
+                         "and seed): it continues there")
+            grid.configs[index] = dataclasses.replace(config, run_dir=folder)
+    return notes
 
 
 def parse_shard(text: str, environ=None) -> Optional[Tuple[int, int]]:
@@ -204,6 +271,18 @@ def check(grid: Grid, retry_diverged: bool = False) -> List[str]:
                                  f"{saved_seed}; use another --run_dir for --search_seed="
                                  f"{grid.search['seed']}")
     return notes
+
+
+TUNED_FILE = "tuned.json"
+
+
+def write_tuned(grid: Grid, search_dir: str) -> None:
+    """Writes ``<root>/tuned.json``: the search a tuned re-run took its settings from."""
+    if grid.tuned is None:
+        return
+    os.makedirs(grid.root, exist_ok=True)
+    write_atomically(os.path.join(grid.root, TUNED_FILE),
+                     json.dumps(dict(grid.tuned, search=search_dir), indent=2) + "\n")
 
 
 def write_search(grid: Grid) -> None:

@@ -1,24 +1,30 @@
 """The comparison report: ``python -m tfgan_exp.report DIR`` -> DIR/report/.
 
 Reads every run under DIR (any folder holding config.json and metrics.jsonl or
-diverged.json) and writes ``report.md`` and PNG figures, per dataset:
+diverged.json), counts each run once whatever its folder is called, and writes
+``report.md`` with its PNG figures, per dataset:
 
-- a verdict: each loss against a reference loss (``--reference_loss``, default
-  nonsat), from
-  the numbers below it, saying "not distinguishable at n = ..." when it is not;
-- a table of groups (runs with the same settings but for the seed; a group is named by
-  the settings that differ across the runs): n, failures, and the mean with its 95%
-  bootstrap interval of the final and best score, FID, KID, precision and recall;
-- the failed runs, and where and why each failed (diverged, or collapsed: final recall
-  below 0.1);
-- for a random search (``--search``), the best score and FID found against the number
-  of settings tried, with a 95% band over the trials' order (Lucic et al. 2018, fig. 4);
-- figures: score, FID, recall and precision against epoch (mean line, min-max band over
-  seeds, x where a run diverged), the losses, the generator's gradient norm, mean
-  D(G(z)), and the last sample grids. A loss has the same colour in every figure.
+- a verdict per set of groups that differ only in their loss: each loss against a
+  reference loss (``--reference_loss``, default nonsat) by the size of the difference
+  with its interval (Hodges-Lehmann shift, P(better)), the tests, what the tests could
+  detect at this n, how many runs would detect the difference seen, and, with
+  ``--equivalence_margin``, whether the losses are equivalent;
+- a table of groups (runs with the same settings but for the seed) with each metric's
+  median and its interval, beside a real-against-real anchor row, and every run's own
+  values;
+- the failed runs (diverged, did not learn, collapsed) and why;
+- for a random search (``--search``): the settings tried, the paired comparison of the
+  losses setting by setting, and the best value found against the number of settings
+  tried (Lucic et al. 2018, fig. 4); for a tuned re-run (``--tuned_from``), the same
+  verdict as above;
+- the software and machines the runs were made with.
 
-The statistics are in ``analysis``; this module only writes.
+Any grid works, one run per group too. The statistics are in ``statistics``, the runs
+and groups in ``analysis``, the figures in ``figures``; this module writes the text.
 """
+import collections
+import json
+import math
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -26,57 +32,144 @@ import numpy as np
 from absl import flags
 
 import tfgan_exp  # noqa: F401
-from tfgan_exp import analysis
+from tfgan_exp import analysis, figures
 from tfgan_exp import search as search_lib
+from tfgan_exp import statistics as st
 from tfgan_exp.analysis import Keys, Run
 from tfgan_exp.command_line import fail, run_command
-from tfgan_exp.config import G_LOSS_NAMES, UsageError
+from tfgan_exp.config import UsageError
 from tfgan_exp.grid import format_value
 
-COLOURS = dict(zip(G_LOSS_NAMES, ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]))
-LINESTYLES = ["-", "--", ":", "-."]
-
 F = flags.FLAGS
-flags.DEFINE_string("reference_loss", analysis.REFERENCE_LOSS, "Generator loss every other loss "
-                    "is compared with in the verdict (when the runs have it).")
+flags.DEFINE_string("reference_loss", analysis.REFERENCE_LOSS, "Generator loss every other "
+                    "loss is compared with in the verdict (when the runs have it).")
+flags.DEFINE_float("equivalence_margin", 0.0, "A difference in the final score smaller "
+                   "than this (in the score's units, > 0) is of no practical importance: "
+                   "two losses are called equivalent when the 90% interval of their "
+                   "difference lies inside +-margin (two one-sided tests at 5%). 0 = no "
+                   "equivalence claims.")
+
+HOW_TO_READ = f"""How to read it:
+
+- A *run* is one setting and seed; two folders that hold the same run count once. A
+  *group* is the runs that share every setting but the seed.
+- Values are a group's **median** with a distribution-free interval (between two order
+  statistics) of at least 95% confidence; below 6 runs no such interval exists, and the
+  widest one, [min, max], is shown with its own confidence (5 runs: 93.8%, 4: 87.5%, 3:
+  75%, 2: 50%). Runs that diverged have no final values.
+- A run *failed* if it diverged, did not learn (final precision below
+  {analysis.LEARNED_PRECISION}: almost none of its images lie among the real ones), or
+  collapsed (digits: it covers at most {analysis.COLLAPSE_CLASSES} of the 10 digits;
+  other datasets: final recall below {analysis.COLLAPSE_RECALL}).
+- The verdict compares each loss with the reference by the *shift* (Hodges–Lehmann: the
+  median of all differences between a run of each, with Moses's exact interval) and
+  *P(better)* (the probability that a run of the loss beats a run of the reference,
+  ties counted half, with Newcombe's interval); by a two-sided Mann–Whitney U test on
+  the final values (a diverged run ranks worst; exact null from permutations up to 7
+  runs per side); and failure rates by Fisher's exact test. A difference is claimed when
+  its Benjamini–Hochberg adjusted p-value is below {st.ALPHA}, adjusted over the tests of
+  one paragraph. "No difference detected" means the test could not tell, not that the
+  losses are equal: only an equivalence margin (`--equivalence_margin`) can show that.
+- The coverage of every interval at 3–8 runs is simulated in `tests/test_statistics.py`.
+- "Best" values are maxima over a run's noisy evaluations, biased upwards: shown for
+  reference, never used in the verdict.
+- What reproduces where: the same command on the same machine and software with
+  `--deterministic` repeats a run bit for bit; on another CPU, GPU or TensorFlow version
+  the same seeds take other paths, and only the statistics are comparable. "Made with"
+  lists what these runs were made with."""
 
 
-def _colour(run: Run) -> str:
-    return COLOURS.get(run.config["g_loss"], "black")
+# --- numbers as text ----------------------------------------------------------------------
+
+def _value(value: Optional[float], decimals: int, scale: float = 1.0) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value * scale:.{decimals}f}"
 
 
-# --- the verdict ------------------------------------------------------------------------
+def _failed_or(value: float, decimals: int) -> str:
+    """A search setting's value: 'failed' for the worst (a failed setting)."""
+    return _value(value, decimals) if math.isfinite(value) else "failed"
 
-def verdict(sets, keys: Keys, reference_loss: str) -> List[str]:
+
+def _signed(estimate: st.Estimate, decimals: int) -> str:
+    """A shift with its sign: '+1.20 [0.30, 2.00]'."""
+    text = estimate.text(decimals)
+    return text if text.startswith("-") or text == "–" else "+" + text
+
+
+def _kid_scale(keys: Keys) -> float:
+    """Inception KID is printed in units of 1e-3, as papers do; the digits classifier's
+    features have another scale, so its KID is printed as it is."""
+    return 1e3 if keys.kid == "kid" else 1.0
+
+
+def _kid_title(keys: Keys) -> str:
+    return "KID ×10³" if _kid_scale(keys) != 1.0 else "KID"
+
+
+# --- the verdict ----------------------------------------------------------------------------
+
+def _min_runs(tests: int) -> int:
+    """The fewest runs per loss at which one test among ``tests`` can be significant."""
+    n = 2
+    while st.smallest_p(n, n) >= st.ALPHA / tests and n < 1000:
+        n += 1
+    return n
+
+
+def _compare_groups(runs: List[Run], ref_runs: List[Run], keys: Keys) -> dict:
+    found = {}
+    for metric, key, higher in (("score", keys.score, True), ("fid", keys.fid, False)):
+        ranked = [analysis.ranked(r, key, higher) for r in runs]
+        ref_ranked = [analysis.ranked(r, key, higher) for r in ref_runs]
+        found[metric] = {
+            "test": st.mann_whitney(ranked, ref_ranked),
+            "shift": st.shift(ranked, ref_ranked),
+            "better": st.prob_better(ranked, ref_ranked, higher),
+            "ranked": (ranked, ref_ranked)}
+    found["failed"] = sum(bool(analysis.failure(r, keys)) for r in runs)
+    found["ref_failed"] = sum(bool(analysis.failure(r, keys)) for r in ref_runs)
+    found["failures_p"] = st.failure_test(found["failed"], len(runs), found["ref_failed"],
+                                          len(ref_runs))
+    return found
+
+
+def verdict(sets, keys: Keys, reference_loss: str, margin: float = 0.0) -> List[str]:
     """One paragraph per set of groups that differ only in their loss
     (``analysis.comparison_sets``)."""
     paragraphs = []
     for shared, loss_groups in sets:
         labels = list(loss_groups)
-        reference = next((label for label in labels if label.startswith(reference_loss + " ")),
-                         labels[0])
+        reference = analysis.reference_label(labels, reference_loss)
         ref_runs = loss_groups[reference]
         config = ref_runs[0].config
-        context = ", ".join([f"{config['dataset']}, {config['epochs']} epochs"]
+        epochs = config["epochs"]
+        context = ", ".join([f"{config['dataset']}, {epochs} epoch{'s' * (epochs != 1)}"]
                             + ([shared] if shared else []))
-        lines, p_values, findings = [], [], []
-        for label in labels:
-            if label == reference:
-                continue
-            runs = loss_groups[label]
-            found = _compare_groups(runs, ref_runs, keys)
-            findings.append((label, runs, found))
-            p_values += [found["score"].p, found["fid"].p, found["failures_p"]]
-        adjusted = analysis.adjusted(p_values)
-        for number, (label, runs, found) in enumerate(findings):
+        others = [label for label in labels if label != reference]
+        findings = [_compare_groups(loss_groups[label], ref_runs, keys) for label in others]
+        tests = 3 * len(others)
+        p_values = [p for found in findings
+                    for p in (found["score"]["test"].p, found["fid"]["test"].p,
+                              found["failures_p"])]
+        adjusted = st.adjusted(p_values)
+        sentences = []
+        for number, (label, found) in enumerate(zip(others, findings)):
             p_adj = dict(zip(("score", "fid", "failures"), adjusted[3 * number:3 * number + 3]))
-            lines.append(_verdict_sentence(label, runs, reference, ref_runs, found, p_adj,
-                                           keys))
-        n_text = _n_text(loss_groups)
+            sentences.append(_loss_sentence(label, loss_groups[label], reference, ref_runs,
+                                            found, p_adj, keys, margin))
+        power = _power_sentence(others, findings, loss_groups, reference, tests, keys)
+        made_with = _provenance_warning([r for runs in loss_groups.values() for r in runs])
         paragraphs.append(
-            f"**{context}** ({n_text}; reference: {reference}). "
-            + " ".join(lines))
+            f"**{context}** ({_n_text(loss_groups)}; reference: {reference}).\n\n"
+            + "\n".join(f"- {sentence}" for sentence in sentences)
+            + f"\n\n{power}" + (f"\n\n{made_with}" if made_with else ""))
     return paragraphs
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def _n_text(loss_groups: Dict[str, List[Run]]) -> str:
@@ -84,85 +177,130 @@ def _n_text(loss_groups: Dict[str, List[Run]]) -> str:
     return "n = " + "–".join(str(n) for n in sizes) + " runs per loss"
 
 
-def _compare_groups(runs: List[Run], ref_runs: List[Run], keys: Keys) -> dict:
-    score = analysis.compare(
-        analysis.ranked_values(runs, lambda r: analysis.final(r, keys.score), True),
-        analysis.ranked_values(ref_runs, lambda r: analysis.final(r, keys.score), True),
-        higher_is_better=True)
-    fid = analysis.compare(
-        analysis.ranked_values(runs, lambda r: analysis.final(r, keys.fid), False),
-        analysis.ranked_values(ref_runs, lambda r: analysis.final(r, keys.fid), False),
-        higher_is_better=False)
-    failed = sum(bool(analysis.failure(r, keys)) for r in runs)
-    ref_failed = sum(bool(analysis.failure(r, keys)) for r in ref_runs)
-    return {"score": score, "fid": fid, "failed": failed, "ref_failed": ref_failed,
-            "failures_p": analysis.failure_test(failed, len(runs), ref_failed, len(ref_runs))}
-
-
-def _finished_interval(runs: Sequence[Run], key: str) -> analysis.Interval:
-    return analysis.interval([analysis.final(r, key) for r in runs if not r.divergence])
-
-
-def _verdict_sentence(label, runs, reference, ref_runs, found, p_adj, keys) -> str:
+def _loss_sentence(label, runs, reference, ref_runs, found, p_adj, keys: Keys,
+                   margin: float) -> str:
     short, ref_short = label.split(" /")[0], reference.split(" /")[0]
-    claims = []
-    for metric, key, name, decimals in (("score", keys.score, f"final {keys.label}", 2),
-                                        ("fid", keys.fid, "final FID", 1)):
-        comparison = found[metric]
-        if p_adj[metric] < analysis.ALPHA:
-            better = comparison.prob_a_better > 0.5
-            direction = "better" if better else "worse"
-            claims.append(
-                f"its {name} is {direction} than {ref_short}'s "
-                f"({_finished_interval(runs, key).text(decimals)} against "
-                f"{_finished_interval(ref_runs, key).text(decimals)}; Mann–Whitney "
-                f"p = {comparison.p:.3g}, adjusted {p_adj[metric]:.3g}; "
-                f"P({short} better) = {comparison.prob_a_better:.2f})")
-    failures = (f"it failed in {found['failed']} of {len(runs)} runs, {ref_short} in "
-                f"{found['ref_failed']} of {len(ref_runs)}")
-    if p_adj["failures"] < analysis.ALPHA:
-        claims.append(f"{failures} (Fisher's exact p = {found['failures_p']:.3g}, adjusted "
-                      f"{p_adj['failures']:.3g})")
+    n, m = len(runs), len(ref_runs)
+    parts, claims = [], []
+    for metric, name, decimals, higher in (("score", f"final {keys.label}", 2, True),
+                                           ("fid", "final FID", 1, False)):
+        result = found[metric]
+        if n == 1 and m == 1:  # one run each: the two values, no statistics
+            own, theirs = (r[0] if math.isfinite(r[0]) else None for r in result["ranked"])
+            parts.append(f"{name} {_value(own, decimals)} against {_value(theirs, decimals)}")
+            continue
+        text = (f"{name}: shift {_signed(result['shift'], decimals)}, "
+                f"P({short} better) = {result['better'].text(2)}, Mann–Whitney "
+                f"p = {result['test'].p:.3g} (adjusted {p_adj[metric]:.3g})")
+        parts.append(text)
+        if p_adj[metric] < st.ALPHA:
+            better = result["better"].value > 0.5
+            claims.append(f"{'better' if better else 'worse'} {name.split('final ')[1]}")
+    failures = (f"failed in {found['failed']} of {n} runs against {found['ref_failed']} of "
+                f"{m} (Fisher p = {found['failures_p']:.3g}, adjusted {p_adj['failures']:.3g})")
+    parts.append(failures)
+    if p_adj["failures"] < st.ALPHA:
+        claims.append("fails more often" if found["failed"] / n > found["ref_failed"] / m
+                      else "fails less often")
     if claims:
-        return f"*{label}*: " + "; ".join(claims) + "."
-    score, fid = found["score"], found["fid"]
-    n = f"{score.n_a} and {score.n_b}" if score.n_a != score.n_b else str(score.n_a)
-    limit = (f"; at this n no outcome could give p below {score.smallest_p:.2g}"
-             if score.smallest_p >= analysis.ALPHA else "")
-    return (f"*{label}*: not distinguishable from {ref_short} at n = {n} (final "
-            f"{keys.label} {_finished_interval(runs, keys.score).text(2)} against "
-            f"{_finished_interval(ref_runs, keys.score).text(2)}, Mann–Whitney p = "
-            f"{score.p:.3g}; final FID p = {fid.p:.3g}; {failures}{limit}).")
+        conclusion = f"**{', '.join(claims)}** than {ref_short}"
+    elif n == 1 or m == 1:
+        conclusion = "**no test with a single run**"
+    else:
+        conclusion = f"**no difference detected** from {ref_short} at this n"
+    if margin > 0 and n > 1 and m > 1:
+        ranked, ref_ranked = found["score"]["ranked"]
+        equivalent = st.equivalent(ranked, ref_ranked, margin)
+        interval = st.shift(ranked, ref_ranked, confidence=1 - 2 * st.ALPHA)
+        if equivalent:
+            conclusion += (f"; **equivalent** in {keys.label} within ±{margin:g} (90% "
+                           f"interval of the shift {_signed(interval, 2)} inside the margin)")
+        elif equivalent is None:
+            conclusion += (f"; equivalence within ±{margin:g} cannot be shown at this n (no "
+                           "90% interval)")
+        else:
+            conclusion += (f"; equivalence within ±{margin:g} not shown (90% interval "
+                           f"{_signed(interval, 2)})")
+    return f"*{label}* ({_runs(n)}): {'; '.join(parts)}. {conclusion}."
 
 
-# --- tables -----------------------------------------------------------------------------
+def _power_sentence(others, findings, loss_groups, reference, tests: int,
+                    keys: Keys) -> str:
+    threshold = st.ALPHA / tests
+    sizes = {len(runs) for runs in loss_groups.values()}
+    needed = _min_runs(tests)
+    if max(sizes) < 2:
+        return (f"A test needs at least {needed} runs per loss here ({tests} tests in this "
+                "paragraph); with one run per loss the values above are single runs, "
+                "not a comparison.")
+    n_ref = len(loss_groups[reference])
+    n_other = min(len(loss_groups[label]) for label in others)
+    detectable = st.detectable(n_other, n_ref, threshold)
+    at = f"At {n_other} against {n_ref} runs with {tests} tests in this paragraph"
+    if detectable is None:
+        sentence = (f"{at}, no outcome can be significant (the smallest possible p is "
+                    f"{st.smallest_p(n_other, n_ref):.2g}, above {threshold:.2g} = "
+                    f"{st.ALPHA} / {tests}): a test needs at least {needed} runs per loss.")
+    elif detectable >= 1.0:
+        sentence = (f"{at}, a difference is significant only if its p is below "
+                    f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one): "
+                    "only complete separation (P(better) = 0 or 1) gives that.")
+    else:
+        sentence = (f"{at}, a difference is significant only if its p is below "
+                    f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one), "
+                    f"which needs P(better) ≥ {detectable:.2f} or ≤ {1 - detectable:.2f}.")
+    estimates = []
+    for label, found in zip(others, findings):
+        ranked, ref_ranked = found["score"]["ranked"]
+        if len(ranked) < 3 or len(ref_ranked) < 3:
+            continue
+        runs = st.runs_for_power(ranked, ref_ranked, threshold)
+        short = label.split(" /")[0]
+        estimates.append(f"{short}: about {runs}" if runs else
+                         f"{short}: more than {st.POWER_MAX_RUNS}")
+    if estimates:
+        sentence += (f" Runs per loss for {st.POWER:.0%} power to detect a {keys.label} "
+                     f"difference as large as the one seen (simulated from these runs, at "
+                     f"p < {threshold:.2g}): {'; '.join(estimates)}.")
+    return sentence
 
-def group_rows(groups: Dict[str, List[Run]], keys: Optional[Keys]) -> List[dict]:
-    """One summary row per group (see the report's column names)."""
-    rows = []
-    for name, runs in groups.items():
-        finished = [r for r in runs if not r.divergence]
-        row = {"group": name, "n": str(len(runs)),
-               "failed": str(sum(bool(analysis.failure(r, keys)) for r in runs))}
-        if keys:
-            for key, title, higher, decimals in (
-                    (keys.score, "score", True, 3), (keys.fid, "FID", False, 1),
-                    (keys.kid, "KID", False, 4)):
-                row[f"final {title}"] = analysis.interval(
-                    [analysis.final(r, key) for r in finished]).text(decimals)
-                if key != keys.kid:
-                    row[f"best {title}"] = analysis.interval(
-                        [analysis.best(r, key, higher) for r in finished]).text(decimals)
-            for key, title in ((keys.precision, "final precision"),
-                               (keys.recall, "final recall")):
-                row[title] = analysis.interval(
-                    [analysis.final(r, key) for r in finished]).text(3)
-        minutes = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run.metrics)
-                   / 60 for run in runs]
-        row["minutes"] = analysis.interval(minutes).text(1)
-        rows.append(row)
-    return rows
 
+# --- provenance -------------------------------------------------------------------------------
+
+def _made_with(attempt: dict) -> str:
+    """One line for the code, software and machine of an attempt."""
+    code = attempt.get("code", {})
+    version = code.get("version", "?")
+    if code.get("git_commit"):
+        version += f" ({code['git_commit'][:10]}{', uncommitted changes' if code.get('git_dirty') else ''})"
+    cuda = f", CUDA {attempt['cuda']}" if attempt.get("cuda") else ""
+    return (f"tfgan_exp {version}, TensorFlow {attempt.get('tensorflow', '?')}{cuda}, "
+            f"{attempt.get('cpu', '?')}, {' + '.join(attempt.get('devices', ['?']))}")
+
+
+def _run_made_with(run: Run) -> List[str]:
+    lines = sorted({_made_with(attempt) for attempt in run.attempts})
+    return lines or ["not recorded (made before provenance was kept)"]
+
+
+def _provenance_warning(runs: Sequence[Run]) -> str:
+    kinds = {line for run in runs for line in _run_made_with(run)}
+    if len(kinds) < 2:
+        return ""
+    return (f"Note: these runs were made with {len(kinds)} different combinations of code, "
+            "software and machine (see \"Made with\"): the same seeds take other paths on "
+            "each, so their runs are comparable only as samples.")
+
+
+def provenance_section(runs: Sequence[Run]) -> List[str]:
+    counts = collections.Counter(line for run in runs for line in _run_made_with(run))
+    rows = [{"made with": line, "runs": str(count)} for line, count in counts.most_common()]
+    return ["## Made with", "", "Code, software and machine of every attempt at training "
+            "these runs (a resumed run may count under several)."
+            + (" **They differ.**" if len(rows) > 1 else ""), ""] + _table(rows)
+
+
+# --- tables -----------------------------------------------------------------------------------
 
 def _table(rows: List[dict]) -> List[str]:
     if not rows:
@@ -175,221 +313,248 @@ def _table(rows: List[dict]) -> List[str]:
                for row in rows] + [""])
 
 
-def failure_rows(runs: Sequence[Run], keys: Optional[Keys], root: str) -> List[dict]:
-    return [{"run": os.path.relpath(run.dir, root), "failure": analysis.failure(run, keys)}
-            for run in runs if analysis.failure(run, keys)]
+def _metric_columns(keys: Keys):
+    """(column title, record key, decimals, scale) of the tables' metrics."""
+    columns = [(f"final {keys.label}", keys.score, 3, 1.0),
+               ("10 splits (mean)", keys.score_mean_10, 3, 1.0),
+               ("final FID", keys.fid, 1, 1.0),
+               (f"final {_kid_title(keys)}", keys.kid, 2, _kid_scale(keys)),
+               ("precision", keys.precision, 3, 1.0), ("recall", keys.recall, 3, 1.0)]
+    if keys.classes:
+        columns += [("digits covered", keys.classes, 1, 1.0),
+                    ("class KL", keys.class_kl, 2, 1.0)]
+    return columns
 
 
-# --- figures ----------------------------------------------------------------------------
-
-def _series(runs, key):
-    """Epochs and an array [runs, epochs] of ``key`` (NaN where a run lacks it)."""
-    epochs = sorted({r["epoch"] for run in runs for r in run.metrics if key in r})
-    table = np.full((len(runs), len(epochs)), np.nan)
-    index = {e: i for i, e in enumerate(epochs)}
-    for row, run in enumerate(runs):
-        for record in run.metrics:
-            if key in record:
-                table[row, index[record["epoch"]]] = record[key]
-    return np.array(epochs), table
-
-
-def _styles(groups: Dict[str, List[Run]]) -> Dict[str, str]:
-    """A line style per group: groups of one loss differ by it."""
-    seen: Dict[str, int] = {}
-    styles = {}
-    for name, runs in groups.items():
-        loss = runs[0].loss
-        styles[name] = LINESTYLES[seen.get(loss, 0) % len(LINESTYLES)]
-        seen[loss] = seen.get(loss, 0) + 1
-    return styles
-
-
-def _plot_curves(ax, groups, key, log=False):
-    styles = _styles(groups)
-    for name, runs in groups.items():
-        epochs, values = _series(runs, key)
-        if not len(epochs):
-            continue
-        colour = _colour(runs[0])
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(values, axis=0)
-        ax.plot(epochs, mean, color=colour, linestyle=styles[name],
-                label=f"{name} (n={len(runs)})")
-        if len(runs) > 1:
-            ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0),
-                            color=colour, alpha=0.15, linewidth=0)
-        for run in runs:  # where a run diverged: its last recorded value, marked x
-            last = analysis.final(run, key)
-            if run.divergence and last is not None and run.metrics:
-                ax.plot([run.metrics[-1]["epoch"]], [last], "x", color=colour, markersize=8)
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-
-
-def _save(fig, out_dir: str, name: str, plt) -> str:
-    """Lays out, writes and closes ``fig`` as ``out_dir/name``; returns ``name``."""
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, name), dpi=110)
-    plt.close(fig)
-    return name
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def draw_figures(dataset: str, groups, keys: Optional[Keys], out_dir: str) -> List[str]:
-    """Writes the dataset's figures; returns their file names."""
-    plt = _pyplot()
-    panels = []
-    if keys:
-        panels += [(f"{dataset}_score.png", keys.score, f"{keys.label} (higher is better)",
-                    False),
-                   (f"{dataset}_fid.png", keys.fid, "Fréchet distance (lower is better)",
-                    False),
-                   (f"{dataset}_recall.png", keys.recall,
-                    "recall, k = 3 (coverage; low = mode collapse)", False),
-                   (f"{dataset}_precision.png", keys.precision,
-                    "precision, k = 3 (fidelity)", False)]
-    panels += [(f"{dataset}_g_grad_norm.png", "g_grad_norm",
-                "generator gradient norm ‖∇θ L_G‖ (log)", True),
-               (f"{dataset}_d_fake_prob.png", "d_fake_prob", "mean D(G(z)) = σ(logit)", False)]
-    written = []
-    for name, key, ylabel, log in panels:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        _plot_curves(ax, groups, key, log)
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{dataset}: {ylabel.split(' (')[0]}\n"
-                     "per epoch; line: mean over seeds, band: min–max, x: diverged",
-                     fontsize=10)
-        written.append(_save(fig, out_dir, name, plt))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, title in zip(axes, ("d_loss", "g_loss"), ("discriminator loss",
-                                                           "generator loss")):
-        _plot_curves(ax, groups, key)
-        ax.set_ylabel(f"{title} (per-example mean)")
-        ax.set_title(f"{dataset}: {title}")
-    written.append(_save(fig, out_dir, f"{dataset}_losses.png", plt))
-    written.append(_sample_figure(dataset, groups, out_dir, plt))
-    return written
-
-
-def _sample_figure(dataset, groups, out_dir, plt):
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.8), squeeze=False)
-    for ax, (name, runs) in zip(axes[0], groups.items()):
-        run = runs[0]
-        samples = os.path.join(run.dir, "samples")
-        files = sorted(f for f in os.listdir(samples) if f.endswith(".png")) if os.path.isdir(
-            samples) else []
-        if files:
-            image = plt.imread(os.path.join(samples, files[-1]))
-            ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        epoch = run.metrics[-1]["epoch"] if run.metrics else 0
-        ax.set_title(f"{name}\nseed {run.config['seed']}, epoch {epoch}", fontsize=8,
-                     color=_colour(run))
-        ax.axis("off")
-    fig.suptitle(f"{dataset}: last sample grids (fixed noise)")
-    return _save(fig, out_dir, f"{dataset}_samples.png", plt)
-
-
-# --- random search ----------------------------------------------------------------------
-
-def search_section(dataset: str, runs: List[Run], keys: Keys, reference_loss: str,
-                   out_dir: str) -> List[str]:
-    """The budget curves and the best settings found, for the search runs of a dataset."""
-    by_loss: Dict[str, Dict[int, List[Run]]] = {}
-    for run in sorted(runs, key=lambda r: (r.loss, r.trial)):
-        by_loss.setdefault(run.loss, {}).setdefault(run.trial, []).append(run)
-    trial_values = {}
-    for loss, trials in by_loss.items():
-        values = {}
-        for key, higher in ((keys.score, True), (keys.fid, False)):
-            # A trial's value: the mean over its seeds; a diverged seed makes it worst.
-            values[key] = [float(np.mean(analysis.ranked_values(
-                members, lambda r, k=key: analysis.final(r, k), higher)))
-                for members in trials.values()]
-        trial_values[loss] = values
-    lines = [f"### Random search ({sum(len(t) for t in by_loss.values())} settings in all)",
-             ""]
+def group_rows(groups: Dict[str, List[Run]], keys: Optional[Keys],
+               anchor: Optional[dict]) -> List[dict]:
+    """One summary row per group, and the anchor's row first."""
     rows = []
-    reference = next((loss for loss in by_loss if loss.startswith(reference_loss + " ")), None)
-    for loss, trials in by_loss.items():
-        scores = trial_values[loss][keys.score]
-        fids = trial_values[loss][keys.fid]
-        best = int(np.argmax(scores))
-        best_run = list(trials.values())[best][0]
-        setting = ", ".join(f"{k}={format_value(best_run.config[k])}"
-                            for k in search_lib.SEARCHED_FIELDS if k != "lr_d")
-        failed = sum(bool(analysis.failure(r, keys)) for members in trials.values()
-                     for r in members)
-        row = {"loss": loss, "settings": str(len(trials)), "failed runs": str(failed),
-               f"best final {keys.label}": f"{scores[best]:.3f} ({setting})",
-               "best final FID": f"{min(fids):.1f}",
-               f"median final {keys.label}": f"{np.median(scores):.3f}"}
-        if reference and loss != reference:
-            comparison = analysis.compare(scores, trial_values[reference][keys.score], True)
-            row[f"vs {reference.split(' /')[0]} over settings"] = (
-                f"p = {comparison.p:.3g}, P(better) = {comparison.prob_a_better:.2f}")
+    if keys and anchor:
+        row = {"group": "*real against real (anchor)*", "n": "–", "failed": "–",
+               "interval": "–"}
+        for title, key, decimals, scale in _metric_columns(keys):
+            row[title] = _value(anchor.get(key), decimals, scale)
         rows.append(row)
-    lines += _table(rows)
-    lines.append(_budget_figure(dataset, trial_values, keys, out_dir))
-    lines.append("")
-    lines.append("The curve is the best final value among k settings drawn from the "
-                 "search's; the band is its 2.5–97.5th percentile over 1,000 random orders "
-                 "of the settings tried (Lucic et al. 2018, figure 4). Each loss met the "
-                 "same settings; a setting that diverged never counts as the best.")
-    lines.append("")
+    for name, runs in groups.items():
+        measured = [r for r in runs if not r.divergence]
+        level = st.median_interval(range(len(measured))).confidence  # this row's intervals
+        row = {"group": name, "n": str(len(runs)),
+               "failed": str(sum(bool(analysis.failure(r, keys)) for r in runs)),
+               "interval": st.percent(level) if level == level else "–"}
+        if keys:
+            for title, key, decimals, scale in _metric_columns(keys):
+                row[title] = st.median_interval(
+                    [analysis.final(r, key) for r in measured]).text(decimals, scale, level)
+            row[f"best {keys.label}†"] = st.median_interval(
+                [analysis.best(r, keys.score, True) for r in measured]).text(3, 1.0, level)
+        minutes = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run.metrics)
+                   / 60 for run in runs]
+        row["minutes"] = st.median_interval(minutes).text(1, 1.0, level)
+        rows.append(row)
+    return rows
+
+
+def run_rows(groups: Dict[str, List[Run]], keys: Keys, root: str) -> List[dict]:
+    """Every run's own final values, as papers print them."""
+    rows = []
+    for runs in groups.values():
+        for run in runs:
+            row = {"run": os.path.relpath(run.dir, root), "seed": str(run.config["seed"]),
+                   "epochs": str(run.last_epoch)}
+            mean, std = analysis.final(run, keys.score_mean_10), analysis.final(run, keys.score_std)
+            kid, kid_std = analysis.final(run, keys.kid), analysis.final(run, keys.kid_std)
+            scale = _kid_scale(keys)
+            row.update({
+                keys.label: _value(analysis.final(run, keys.score), 3),
+                "10 splits, mean ± std": (f"{mean:.3f} ± {std:.3f}" if mean is not None
+                                          and std is not None else "–"),
+                "FID": _value(analysis.final(run, keys.fid), 1),
+                f"{_kid_title(keys)} ± SE": (f"{kid * scale:.2f} ± {kid_std * scale:.2f}"
+                                             if kid is not None and kid_std is not None
+                                             else "–"),
+                "precision": _value(analysis.final(run, keys.precision), 3),
+                "recall": _value(analysis.final(run, keys.recall), 3)})
+            if keys.classes:
+                row["digits covered"] = _value(analysis.final(run, keys.classes), 0)
+                row["class KL"] = _value(analysis.final(run, keys.class_kl), 2)
+            row["failure"] = analysis.failure(run, keys) or "–"
+            rows.append(row)
+    return rows
+
+
+def _anchor(runs: Sequence[Run]) -> Optional[dict]:
+    """The reference.json most of ``runs`` share (None if none has one)."""
+    described = {json.dumps(r.reference, sort_keys=True): r.reference
+                 for r in runs if r.reference}
+    if not described:
+        return None
+    counts = collections.Counter(json.dumps(r.reference, sort_keys=True)
+                                 for r in runs if r.reference)
+    return described[counts.most_common(1)[0][0]]
+
+
+def _sizes_sentence(reference: dict) -> str:
+    return (f"Sizes: the score is over {reference['num_generated']:,} generated images; FID, "
+            f"KID, precision and recall compare the first {reference['num_compared']:,} of "
+            f"them with {reference['num_reference']:,} real images (those metrics depend on "
+            f"the sizes); the anchor row compares {reference['num_reference']:,} other, "
+            "held-out, real images with the same ones: what a perfect generator would get "
+            "at this size.")
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+def study_section(title: str, prefix: str, groups: Dict[str, List[Run]], root: str,
+                  out_dir: str, reference_loss: str, margin: float) -> List[str]:
+    """The verdict, tables and figures of one set of groups."""
+    members = [run for group in groups.values() for run in group]
+    keys = Keys.for_runs(members)
+    lines = [f"## {title}", ""]
+    if keys:
+        paragraphs = verdict(analysis.comparison_sets(groups), keys, reference_loss, margin)
+        if paragraphs:
+            lines += ["### Verdict", ""] + [p + "\n" for p in paragraphs]
+    reference = _anchor(members)
+    lines += ["### Groups", ""] + _table(group_rows(groups, keys, (reference or {}).get(
+        "anchor")))
+    if keys:
+        lines += [f"Each cell: the median over the group's runs that did not diverge, with "
+                  "its interval, of the confidence in the row's *interval* column. "
+                  f"†: the best {keys.label} of each run's evaluations, a maximum over noisy "
+                  "values (biased upwards), not used in the verdict.", ""]
+    if reference:
+        lines += [_sizes_sentence(reference), ""]
+    failed = [{"run": os.path.relpath(r.dir, root), "failure": analysis.failure(r, keys)}
+              for r in members if analysis.failure(r, keys)]
+    if failed:
+        lines += ["### Failed runs", ""] + _table(failed)
+    if keys:
+        lines += ["<details><summary>Every run's final values</summary>", ""]
+        lines += _table(run_rows(groups, keys, root)) + ["</details>", ""]
+    names = figures.curves(prefix, title, groups, keys, out_dir)
+    if keys:
+        names.insert(0, figures.final_values(prefix, title, groups, keys, out_dir))
+    names.append(figures.samples(prefix, title, groups, out_dir))
+    for name in names:
+        lines += [f"![{name}]({name})", ""]
     return lines
 
 
-def _budget_figure(dataset, trial_values, keys: Keys, out_dir) -> str:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, title, higher in ((axes[0], keys.score, keys.label, True),
-                                   (axes[1], keys.fid, "FID", False)):
-        for loss, values in trial_values.items():
-            curve = analysis.budget_curve(values[key], higher)
-            colour = COLOURS.get(loss.split(" /")[0], "black")
-            ax.plot(curve.k, curve.mean, color=colour, label=loss, marker="o", markersize=3)
-            ax.fill_between(curve.k, curve.low, curve.high, color=colour, alpha=0.15,
-                            linewidth=0)
-        ax.set_xlabel("settings tried")
-        ax.set_xticks(curve.k)  # a count of settings: whole numbers only
-        ax.set_ylabel(f"best final {title} so far")
-        ax.set_title(f"{dataset}: best {title} found vs budget")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    name = _save(fig, out_dir, f"{dataset}_search_budget.png", plt)
-    return f"![{name}]({name})"
+def search_section(comparison: analysis.SearchComparison, root: str, reference_loss: str,
+                   out_dir: str, number: int) -> List[str]:
+    """A search's settings, the losses compared setting by setting, and the budget curves."""
+    runs = comparison.runs
+    keys = Keys.for_runs(runs)
+    title = f"{comparison.dataset}: random search" + (f" ({comparison.context})"
+                                                      if comparison.context else "")
+    lines = [f"## {title}", ""]
+    settings = comparison.settings
+    epochs = sorted({r.config["epochs"] for r in runs})
+    seeds = sorted({r.config["seed"] for r in runs})
+    lines += [f"{len(settings)} distinct settings in all (drawn from: "
+              f"{search_lib.describe_space()}), tried by {len(comparison.trials)} losses: "
+              f"{len(runs)} runs, each of {'/'.join(map(str, epochs))} epochs, with "
+              f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.", ""]
+    if keys is None:
+        return lines + ["No evaluations were recorded.", ""]
+    scores = comparison.values(keys.score, keys, True)
+    fids = comparison.values(keys.fid, keys, False)
+    reference = analysis.reference_label(list(scores), reference_loss)
+    rows, tests = [], []
+    for loss, by_setting in scores.items():
+        best_setting = max(by_setting, key=lambda s: (by_setting[s], -list(by_setting).index(s)))
+        failed = sum(any(analysis.failure(r, keys) for r in members)
+                     for members in comparison.trials[loss].values())
+        described = ", ".join(f"{k}={format_value(v)}" for k, v in zip(
+            search_lib.SEARCHED_FIELDS, best_setting) if k != "lr_d")
+        row = {"loss": loss, "settings": str(len(by_setting)), "failed settings": str(failed),
+               f"best final {keys.label}": f"{_failed_or(by_setting[best_setting], 3)} "
+                                           f"({described})",
+               "best final FID": _failed_or(min(fids[loss].values()), 1),
+               f"median final {keys.label}": _failed_or(
+                   float(np.median(list(by_setting.values()))), 3)}
+        if loss != reference:
+            shared = [s for s in by_setting if s in scores[reference]]
+            if shared:
+                result = st.paired_test([by_setting[s] for s in shared],
+                                        [scores[reference][s] for s in shared], True)
+                tests.append((loss, result, len(shared)))
+        rows.append(row)
+    lines += _table(rows)
+    if tests:
+        adjusted = st.adjusted([result.p for _, result, _ in tests])
+        short = reference.split(" /")[0]
+        lines += [f"Setting by setting against {short} (each loss met the same settings: "
+                  f"a paired design; Wilcoxon's signed-rank test, null from sign "
+                  "permutations, Benjamini–Hochberg over this search's tests; a failed "
+                  f"setting counts as the worst {keys.label}):", ""]
+        for (loss, result, shared), p_adj in zip(tests, adjusted):
+            outcome = ("**better**" if result.better > result.worse else "**worse**") \
+                if p_adj < st.ALPHA else "no difference detected"
+            if p_adj >= st.ALPHA and 2.0 / 2 ** (result.better + result.worse) >= st.ALPHA:
+                outcome += (f" (with {result.better + result.worse} untied settings no "
+                            f"outcome can reach p < {st.ALPHA}: that needs at least 6)")
+            lines.append(f"- *{loss}*: higher {keys.label} in {result.better} of {shared} "
+                         f"settings, lower in {result.worse}, tied in {result.ties}; p = "
+                         f"{result.p:.3g} (adjusted {p_adj:.3g}): {outcome}.")
+        lines.append("")
+    lines += _budget_lines(comparison, keys, scores, fids, out_dir, number)
+    return lines
 
 
-# --- the document -----------------------------------------------------------------------
+def _budget_lines(comparison, keys: Keys, scores, fids, out_dir: str, number: int) -> List[str]:
+    panels, worst_values = [], {}
+    for label, key, higher, values in ((keys.label, keys.score, True, scores),
+                                       ("FID", keys.fid, False, fids)):
+        worst = comparison.worst(key, higher)
+        if worst is None:
+            continue
+        worst_values[label] = worst
+        panels.append((label, higher, {loss: st.budget_curve(list(by_setting.values()),
+                                                             higher, worst)
+                                       for loss, by_setting in values.items()}))
+    if not panels:
+        return ["Every trial failed before its first evaluation: no budget curves.", ""]
+    prefix = comparison.dataset + (f"_{number}" if number else "")
+    name = figures.budget(prefix, comparison.dataset, panels, out_dir)
+    failed = "; ".join(
+        f"{loss.split(' /')[0]} {sum(not math.isfinite(v) for v in by_setting.values())} of "
+        f"{len(by_setting)}" for loss, by_setting in scores.items())
+    worst = ", ".join(f"{label} {value:.3g}" for label, value in worst_values.items())
+    return [f"![{name}]({name})", "",
+            "The curve is the best final value among k settings drawn from those tried; "
+            "the band is its 2.5–97.5th percentile over 1,000 random orders of the "
+            "settings (Lucic et al. 2018, figure 4). A setting that failed (diverged, did "
+            f"not learn or collapsed) counts as the worst value any setting reached "
+            f"({worst}). Failed settings: {failed}.", ""]
 
-HOW_TO_READ = (
-    "How to read it: a *group* is the runs that share every setting but the seed. "
-    "Values are means over a group's runs that did not diverge, with a 95% bootstrap "
-    "confidence interval in brackets (scipy, percentile method, 10,000 resamples; with "
-    "few runs such intervals are optimistic). A run *failed* if it diverged or collapsed "
-    f"(final recall below {analysis.COLLAPSE_RECALL}). The verdict compares each loss with "
-    "the reference by a two-sided Mann–Whitney U test on the runs' final values (a "
-    "diverged run ranks worst; the null distribution from permutations: all of them, so "
-    "exact, up to 7 runs per side, else 9,999 random ones), and failure rates by "
-    "Fisher's exact test; a difference is claimed when its Benjamini–Hochberg adjusted "
-    "p-value is below 0.05, adjusted over the family of one paragraph (score, FID and "
-    "failures of every loss against the reference). "
-    "P(A better) is the probability that a run of A beats a run of the reference. "
-    "Runs that did not finish all their epochs are left out of every number.")
+
+def tuned_section(title: str, prefix: str, groups: Dict[str, List[Run]], root: str,
+                  out_dir: str, reference_loss: str, margin: float) -> List[str]:
+    """A tuned re-run: each loss at its best search setting, with fresh seeds."""
+    settings = []
+    for name, runs in groups.items():
+        config = runs[0].config
+        settings.append({"group": name, "its best search setting": ", ".join(
+            f"{k}={format_value(config[k])}" for k in search_lib.SEARCHED_FIELDS)})
+    seeds = sorted({r.config["seed"] for runs in groups.values() for r in runs})
+    intro = ["Each loss re-run at the setting that scored best in the search, with seeds "
+             f"the search did not use ({', '.join(map(str, seeds))}): the search's best "
+             "values are maxima over settings and overstate them (the winner's curse); "
+             "these do not (Lucic et al. 2018's protocol).", ""] + _table(settings)
+    lines = study_section(title, prefix, groups, root, out_dir, reference_loss, margin)
+    return lines[:2] + intro + lines[2:]
 
 
-def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS) -> str:
+# --- the document ---------------------------------------------------------------------------
+
+def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
+                 equivalence_margin: float = 0.0) -> str:
     """Writes ``root/report/``; returns the path of report.md."""
+    if equivalence_margin < 0 or not math.isfinite(equivalence_margin):
+        raise UsageError(f"--equivalence_margin={equivalence_margin}: must be a number >= 0 "
+                         "(in the score's units; 0 = no equivalence claims)")
     runs = analysis.find_runs(root)
     if not runs:
         raise UsageError(f"{root}: no run directories with metrics under it "
@@ -398,10 +563,12 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS) -> st
     os.makedirs(out_dir, exist_ok=True)
     unfinished = [run for run in runs if not run.finished]
     runs = [run for run in runs if run.finished]
-    plain = [run for run in runs if run.trial is None]
-    searched = [run for run in runs if run.trial is not None]
+    searched = [run for run in runs if run.search_root]
+    tuned = [run for run in runs if run.tuned_root and not run.search_root]
+    plain = [run for run in runs if not run.search_root and not run.tuned_root]
     lines = [f"# Does the GAN loss matter? Report for `{root}`", "",
-             f"{len(runs)} runs finished ({len(searched)} of them in a random search)"
+             f"{len(runs)} runs finished ({len(searched)} of them in a random search, "
+             f"{len(tuned)} in a tuned re-run)"
              + (f"; {len(unfinished)} unfinished, left out of every number below"
                 if unfinished else "") + ".", "", HOW_TO_READ, ""]
     if unfinished:
@@ -410,28 +577,23 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS) -> st
                   ""] + _table([{"run": os.path.relpath(run.dir, root),
                                  "epochs done": f"{run.last_epoch} of {run.config['epochs']}"}
                                 for run in unfinished])
+    duplicated = [run for run in runs + unfinished if run.duplicates]
+    if duplicated:
+        lines += ["## Runs found in more than one folder", "",
+                  "The same settings and seed: counted once, as the folder that trained "
+                  "furthest.", ""] + _table([
+                      {"counted": os.path.relpath(run.dir, root),
+                       "also in": ", ".join(os.path.relpath(d, root) for d in run.duplicates)}
+                      for run in duplicated])
     for dataset, groups in analysis.group_runs(plain).items():
-        members = [run for group in groups.values() for run in group]
-        keys = Keys.for_runs(members)
-        lines += [f"## {dataset}", ""]
-        if keys:
-            paragraphs = verdict(analysis.comparison_sets(groups), keys, reference_loss)
-            if paragraphs:
-                lines += ["### Verdict", ""] + [p + "\n" for p in paragraphs]
-        lines += ["### Groups", ""] + _table(group_rows(groups, keys))
-        failed = failure_rows(members, keys, root)
-        if failed:
-            lines += ["### Failed runs", ""] + _table(failed)
-        for name in draw_figures(dataset, groups, keys, out_dir):
-            lines += [f"![{name}]({name})", ""]
-    by_dataset: Dict[str, List[Run]] = {}
-    for run in searched:
-        by_dataset.setdefault(run.config["dataset"], []).append(run)
-    for dataset, members in by_dataset.items():
-        keys = Keys.for_runs(members)
-        if keys:
-            lines += [f"## {dataset}: random search", ""]
-            lines += search_section(dataset, members, keys, reference_loss, out_dir)
+        lines += study_section(dataset, dataset, groups, root, out_dir, reference_loss,
+                               equivalence_margin)
+    for number, comparison in enumerate(analysis.search_comparisons(searched)):
+        lines += search_section(comparison, root, reference_loss, out_dir, number)
+    for dataset, groups in analysis.group_runs(tuned, ignore=analysis.TUNED_SETTINGS).items():
+        lines += tuned_section(f"{dataset}: tuned re-run", f"{dataset}_tuned", groups, root,
+                               out_dir, reference_loss, equivalence_margin)
+    lines += provenance_section(runs)
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -444,7 +606,7 @@ def main(argv):
     if not os.path.isdir(argv[1]):
         fail(f"{argv[1]}: not a directory")
     try:
-        print(write_report(argv[1], F.reference_loss))
+        print(write_report(argv[1], F.reference_loss, F.equivalence_margin))
     except UsageError as error:
         fail(str(error))
 

@@ -15,6 +15,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from tfgan_exp.config import run_identity
+
 # One learning rate for both networks, log-uniform over two decades around DCGAN's 2e-4;
 # Adam's betas at DCGAN's (0.5, 0.999), WGAN-GP's (0, 0.9) and the mixes; 1, 2 or 5
 # discriminator updates per generator update. Learning rates are rounded to two
@@ -58,3 +60,11 @@ def draw_settings(count: int, seed: int = 0) -> List[Dict[str, float]]:
             drawn[name] = choices[int(rng.integers(len(choices)))]
         settings.append(drawn)
     return settings
+
+
+def tuned_key(settings: dict) -> tuple:
+    """What a tuned re-run (``--tuned_from``) shares with the search trial whose setting
+    it re-runs: every setting that changes results but the searched ones, the seed, and
+    how long and how often it trains and is evaluated (it may train longer)."""
+    skipped = set(SEARCHED_FIELDS) | {"seed", "epochs", "eval_every", "eval_samples"}
+    return tuple((k, v) for k, v in run_identity(settings) if k not in skipped)
