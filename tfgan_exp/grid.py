@@ -74,7 +74,7 @@ def expand(values: Dict[str, List], root: str = "", search_count: int = 0,
     settings), each run takes its loss's best search setting. Values that resolve to
     the same run (``nonsat,nonsat``, ``2e-4,0.0002``, ``--width=0,16`` on digits) make
     it once, with a note. Seeds vary slowest, so that a grid stopped early has every
-    loss at the first seeds. Folders are named by the resolved settings that vary. A
+    loss at the first seeds. Folders are named by the given values that vary. A
     single run (no list longer than one, no search, not ``force_grid``) goes to
     ``root`` itself, or to Config's default folder when ``root`` is empty.
 
@@ -99,7 +99,8 @@ def expand(values: Dict[str, List], root: str = "", search_count: int = 0,
                   "space": search_lib.describe_space(), "trials": trials}
     axes = [name for name in values if name != "seed"]
     seeds = values.get("seed", [Config.seed])
-    runs: Dict[tuple, Tuple[Config, Optional[int]]] = {}  # identity -> (config, trial)
+    # identity -> (config, trial, the values given): the first of equal runs is kept
+    runs: Dict[tuple, Tuple[Config, Optional[int], Dict[str, object]]] = {}
     given = 0
     for seed, trial, combo in itertools.product(
             seeds, trials, itertools.product(*(values[name] for name in axes))):
@@ -109,27 +110,28 @@ def expand(values: Dict[str, List], root: str = "", search_count: int = 0,
         if tuned is not None:
             config = _tuned(config, tuned)
         given += 1
-        runs.setdefault(run_identity(dataclasses.asdict(config)), (config, trial.get("trial")))
+        runs.setdefault(run_identity(dataclasses.asdict(config)),
+                        (config, trial.get("trial"), settings))
     notes = []
     if len(runs) < given:
         notes.append(f"{given - len(runs)} of the {given} combinations listed resolve to a "
                      "run listed before (equal values, or a default given by its value); "
                      f"each run is trained once: {len(runs)} runs")
-    # Named by the resolved values that vary, so equal values never make two names.
-    unique = [config for config, _ in runs.values()]
-    varying = [name for name in axes
-               if len({format_value(getattr(c, name)) for c in unique}) > 1]
+    # Named by the values given (they type back as flags; a d_loss that follows its
+    # g_loss is not named) among the runs kept, so equal values never make two names.
+    kept = [given_values for _, _, given_values in runs.values()]
+    varying = [name for name in axes if len({format_value(v[name]) for v in kept}) > 1]
     varying = ([n for n in NAME_ORDER if n in varying]
                + [n for n in varying if n not in NAME_ORDER])
     if search:
         varying.append("trial")
-    if len({c.seed for c in unique}) > 1 or force_grid or search or tuned is not None:
+    if len({v["seed"] for v in kept}) > 1 or force_grid or search or tuned is not None:
         varying.append("seed")
-    is_grid = len(unique) > 1 or force_grid or bool(search) or tuned is not None
+    is_grid = len(kept) > 1 or force_grid or bool(search) or tuned is not None
     grid_root = root or (DEFAULT_ROOT if is_grid else "")
     configs = []
-    for config, trial in runs.values():
-        named = dict(dataclasses.asdict(config), trial=trial)
+    for config, trial, given_values in runs.values():
+        named = dict(given_values, trial=trial)
         run_dir = os.path.join(grid_root, run_name(named, varying)) if is_grid else (
             grid_root or config.run_dir)
         configs.append(dataclasses.replace(config, run_dir=run_dir))
