@@ -254,3 +254,20 @@ def test_epoch_evaluation_on_two_replicas_equals_one_device(cache_dir, two_cpus,
                                "digits_class_kl"}
     for key, value in records[0].items():
         assert records[1][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+def test_an_untrained_generator_did_not_learn_and_is_not_called_collapsed(cache_dir):
+    """What the report's failure thresholds rest on: an untrained generator's images lie
+    outside the real digits' manifold (precision near 0), whatever digit they read as."""
+    from tfgan_exp import analysis
+    classifier = DigitsClassifier(cache_dir)
+    images = data.load_images("digits", 16)
+    reference = evaluator.real_features(classifier, images, "digits-16px", cache_dir, 2000,
+                                        held_out=True)
+    tf.keras.utils.set_random_seed(0)
+    generator = models.build_generator((16, 16, 1), latent_dim=8, width=4)
+    z = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    record = evaluator.score_images(classifier, generator(z, training=False).numpy(),
+                                    reference)
+    assert record["digits_precision"] < analysis.LEARNED_PRECISION
+    assert reference.anchor["digits_precision"] > 0.5  # real digits lie well inside

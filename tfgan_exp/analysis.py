@@ -113,6 +113,8 @@ def _mark_studies(root: str, runs: List[Run]) -> None:
     search.json whose searched settings equal one of its drawn trials) and the runs of
     every tuned re-run (below its tuned.json)."""
     for folder, _, files in os.walk(root):
+        if SEARCH_FILE not in files and TUNED_FILE not in files:
+            continue
         below = [run for run in runs
                  if not os.path.relpath(run.dir, folder).startswith(os.pardir)]
         if SEARCH_FILE in files:

@@ -122,8 +122,9 @@ define_axis("eval_every", -1, "Epochs between evaluations (score, FID, KID, prec
             "recall), 0..100000; 0 = never; -1 = the dataset's default (digits 3, cifar10 8, "
             "stl10 2: evaluation under 10% of training compute). The last epoch is always "
             "evaluated when evaluation is on.")
-define_axis("eval_samples", 0, "Generated images per evaluation, >= 10; also the number of "
-            "real images they are compared with. 0 = default (digits 2000, else 10000).")
+define_axis("eval_samples", 0, "Generated images per evaluation, >= 10; 0 = default (digits "
+            "2000, else 10000). The score uses all; the distances compare the first R with "
+            "R real images, R = this or half the training images if fewer.")
 flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for the metrics: the TF-Hub "
                     "URL, a local directory holding that SavedModel, or 'none'. Digits use "
                     "their own small classifier instead.")

@@ -6,8 +6,10 @@ as its last line, one JSON object: ``inception_score`` (over all images),
 ``inception_score_mean_10`` and ``inception_score_std_10`` (over 10 splits, as papers
 report), ``num_images``, and with a reference ``fid``, ``kid``, ``kid_std``,
 ``precision``, ``recall`` and ``num_reference`` (the reference is cut to a fixed random
-subset as large as IMAGES, when it is larger: precision and recall depend on set sizes). With ``--classifier=digits`` every metric key starts with
-``digits_`` (``digits_score``, ``digits_fid``, ...) and the images may be gray.
+subset as large as IMAGES, when it is larger: precision and recall depend on set
+sizes). With ``--classifier=digits`` every metric key starts with ``digits_``
+(``digits_score``, ``digits_fid``, ...), ``digits_classes`` and ``digits_class_kl`` are
+added with a reference, and the images may be gray.
 """
 import glob
 import json
@@ -168,6 +170,9 @@ def main(argv):
               f"± {record[metric_key(name, 'kid_std')]:.5f}")
         print(f"  precision, recall (k = 3):         {record[metric_key(name, 'precision')]:.3f}"
               f", {record[metric_key(name, 'recall')]:.3f}")
+        if metric_key(name, "classes") in record:
+            print(f"  classes covered, their KL:         {record[metric_key(name, 'classes')]}"
+                  f" of {classifier.num_classes}, {record[metric_key(name, 'class_kl')]:.3f}")
     print(json.dumps(record))
 
 
