@@ -259,3 +259,23 @@ def test_tuned_from_reruns_each_losss_best_setting_with_fresh_seeds(tmp_path):
     assert reused.returncode == 2 and "seed(s) 0 trained the search's settings" in reused.stderr
     both = run_command(*args, "--seed=100", "--lr_g=1e-4", "--dry_run")
     assert both.returncode == 2 and "do not also give --lr_g" in both.stderr
+
+
+def test_a_widened_grid_with_more_epochs_continues_a_run_only_where_it_is_unambiguous(
+        tmp_path):
+    root = str(tmp_path / "grid")
+    first = grid.expand({"g_loss": ["minimax", "hinge"], "epochs": [10]}, root=root)
+    for config in first.configs:
+        RunDir(config.run_dir).prepare(config)
+    longer = grid.expand({"g_loss": ["minimax", "hinge"], "spectral_norm": [False, True],
+                          "epochs": [30]}, root=root)
+    grid.adopt_existing(longer)
+    assert sorted(os.path.relpath(c.run_dir, root) for c in longer.configs
+                  if not c.spectral_norm) == ["g_loss=hinge", "g_loss=minimax"]
+    # Two runs of this grid (10 and 30 epochs) could continue the 10-epoch folder:
+    # only the exact one does, the other gets a folder of its own.
+    both = grid.expand({"g_loss": ["minimax", "hinge"], "epochs": [10, 30]}, root=root)
+    grid.adopt_existing(both)
+    dirs = {(c.g_loss, c.epochs): os.path.relpath(c.run_dir, root) for c in both.configs}
+    assert dirs[("minimax", 10)] == "g_loss=minimax"
+    assert dirs[("minimax", 30)] == "g_loss=minimax,epochs=30"

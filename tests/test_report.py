@@ -109,10 +109,10 @@ def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_
     minimax = verdict.split("*minimax / bce*")[1].split("*hinge")[0]
     assert "final digits score: shift -5.00 [-5.30, -4.70]" in minimax
     assert "P(minimax better) = 0.00 [0.00, 0." in minimax  # an interval even at 0
-    assert "Mann–Whitney p = 0.00794" in minimax and "**worse digits score" in minimax
+    assert "Mann–Whitney p = 0.00794" in minimax and "**Worse digits score, worse FID" in minimax
     hinge = verdict.split("*hinge / hinge*")[1]
     assert "shift +0.00 [" in hinge and "P(hinge better) = 0.50 [" in hinge
-    assert "**no difference detected** from nonsat at this n" in hinge
+    assert "**No difference detected** from nonsat at this n" in hinge
     # What the test could detect at this n, and the runs for 80% power.
     assert ("At 5 against 5 runs with 6 tests in this paragraph, a difference is "
             "significant only if its p is below 0.0083") in verdict
@@ -120,7 +120,7 @@ def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_
     assert "Runs per loss for 80% power" in verdict and "minimax: about" in verdict
     assert "hinge: more than 200" in verdict  # the same scores: no n detects a difference
     groups = section(text, "### Groups", "###")
-    assert "| minimax / bce | 5 | 3 | 93.8% | 2.200 [2.000, 2.400] |" in groups
+    assert "| minimax / bce | 5 | 3 | 0 | 93.8% | 2.200 [2.000, 2.400] |" in groups
     assert "### Failed runs" in text and "covers 1 of 10 digits" in text
 
 
@@ -146,10 +146,10 @@ def test_one_run_per_loss_gives_values_and_says_how_many_runs_a_test_needs(tmp_p
     text = report_text(tmp_path)
     verdict = section(text, "### Verdict", "###")
     assert "final digits score 5.50 against 7.00" in verdict
-    assert "**no test with a single run**" in verdict
+    assert "**No test with a single run**" in verdict
     assert "A test needs at least 5 runs per loss here (3 tests in this paragraph)" in verdict
     groups = section(text, "### Groups", "###")
-    assert "| minimax / bce | 1 | 0 | – | 5.500 |" in groups  # a value, no interval
+    assert "| minimax / bce | 1 | 0 | 0 | – | 5.500 |" in groups  # a value, no interval
     assert os.path.exists(tmp_path / "report" / "digits_final.png")
 
 
@@ -163,13 +163,15 @@ def test_one_run_against_five_and_a_group_where_every_run_diverged(tmp_path):
     verdict = section(text, "### Verdict", "###")
     minimax = verdict.split("*minimax / bce*")[1].split("\n")[0]
     assert "(1 run)" in minimax and "(66.7%)" in minimax  # the widest interval, its level
+    assert "**No test with a single run**" in minimax
     hinge = verdict.split("*hinge / hinge*")[1].split("\n")[0]
-    assert "shift –" in hinge  # no finished run to measure a shift on
+    assert "no shift (no run with a value on one side)" in hinge
     assert "P(hinge better) = 0.00 [" in hinge and "failed in 5 of 5 runs" in hinge
-    assert "**worse digits score" in hinge or "**fails more often" in hinge
+    # Every hinge run ranks below every nonsat run, and fails: p = 2/252 for each.
+    assert "**Worse digits score, worse FID, fails more often** than nonsat" in hinge
     assert "At 1 against 5 runs" in verdict and "no outcome can be significant" in verdict
     groups = section(text, "### Groups", "###")
-    assert "| hinge / hinge | 5 | 5 | – |" in groups
+    assert "| hinge / hinge | 5 | 5 | 5 | – | – |" in groups
 
 
 def test_a_grid_of_unfinished_runs_only_lists_them(tmp_path):
@@ -216,7 +218,7 @@ def test_the_anchor_row_and_the_set_sizes_are_stated(tmp_path):
     for loss in ("minimax", "nonsat"):
         write_run(tmp_path, loss, [6.0], g_loss=loss)
     groups = section(report_text(tmp_path), "### Groups", "###")
-    assert "| *real against real (anchor)* | – | – | – | 9.920 | 9.550 | 5.3 | 0.01 |" in groups
+    assert "| *real against real (anchor)* | – | – | – | – | 9.920 | 9.550 | 5.3 | 0.01 |" in groups
     assert ("compare the first 898 of them with 898 real images" in groups
             and "over 2,000 generated images" in groups)
 
@@ -287,7 +289,7 @@ def test_a_search_crossed_with_another_axis_or_repeated_is_never_pooled(tmp_path
         assert {v for by in values.values() for v in by.values()} == {expected}
     text = report_text(tmp_path)
     assert "## digits: random search (spectral_norm=true)" in text
-    # A second search with other draws in the same folder: more distinct settings.
+    # A second search with other draws, in a folder of its own: its own settings.
     write_search(tmp_path / "search2", ["nonsat", "hinge"], 2, lambda c, t: 5.0, search_seed=7)
     search2 = [c for c in analysis.search_comparisons(
         [r for r in analysis.find_runs(str(tmp_path / "search2")) if r.search_root])]
@@ -298,7 +300,8 @@ def test_tuned_rerun_takes_each_losss_best_setting_and_is_reported_as_a_verdict(
     write_search(tmp_path / "search", ["nonsat", "hinge"], 3,
                  lambda c, trial: {0: 5.0, 1: 7.0, 2: 6.0}[trial] + (0.5 if c.g_loss == "hinge"
                                                                       else 0))
-    best = analysis.best_settings(str(tmp_path / "search"))
+    best, notes = analysis.best_settings(str(tmp_path / "search"))
+    assert notes == []
     drawn = grid.expand({"g_loss": ["nonsat"]}, search_count=3).search["trials"]
     assert {tuple(sorted(s.items())) for s in best.values()} == {
         tuple(sorted((k, drawn[1][k]) for k in ("lr_g", "lr_d", "beta1", "beta2", "d_steps")))}
@@ -353,3 +356,57 @@ def test_report_command_rejects_a_missing_directory_and_a_bad_margin(tmp_path):
     write_run(tmp_path, "one", [5.0])
     result = run_command("-m", "tfgan_exp.report", str(tmp_path), "--equivalence_margin=-2")
     assert result.returncode == 2 and result.stderr.startswith("error: --equivalence_margin")
+
+
+def test_equivalence_is_never_claimed_over_diverged_runs(tmp_path):
+    for seed in range(5):
+        write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.01 * seed], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [7.0 + 0.01 * seed], g_loss="hinge", seed=seed,
+                  diverged_at=1 if seed < 3 else None)
+    hinge = section(report_text(tmp_path, equivalence_margin=0.5), "### Verdict", "###")
+    assert "equivalence within ±0.5 cannot be shown: 3 runs diverged" in hinge
+    assert "**equivalent**" not in hinge
+    assert "shift over the 2 and 5 runs with a value" in hinge
+
+
+def test_a_finished_run_without_a_final_score_is_a_failure(tmp_path):
+    for seed in range(3):
+        write_run(tmp_path, f"nonsat-{seed}", [7.0], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [float("nan") if seed == 0 else 7.0],
+                  g_loss="hinge", seed=seed)
+    runs = {os.path.basename(r.dir): r for r in analysis.find_runs(str(tmp_path))}
+    keys = analysis.Keys.for_runs(list(runs.values()))
+    assert analysis.failure(runs["hinge-0"], keys) == "no final digits score: nan"
+    assert "failed in 1 of 3 runs" in section(report_text(tmp_path), "### Verdict", "###")
+
+
+def test_a_tuned_rerun_inside_its_search_folder_is_not_a_search_trial(tmp_path):
+    search_dir = tmp_path / "search"
+    write_search(search_dir, ["nonsat", "hinge"], 2, lambda c, trial: 5.0 + trial)
+    best, _ = analysis.best_settings(str(search_dir))
+    for loss in ("nonsat", "hinge"):
+        setting = next(s for k, s in best.items() if ("g_loss", loss) in k)
+        for seed in (100, 101):
+            write_run(search_dir / "tuned", f"g_loss={loss},seed={seed}", [6.0], g_loss=loss,
+                      seed=seed, **setting)
+    with open(search_dir / "tuned" / "tuned.json", "w") as f:
+        json.dump({"search": str(search_dir)}, f)
+    runs = analysis.find_runs(str(tmp_path))
+    assert {r.config["seed"] for r in runs if r.search_root} == {0}
+    assert {r.config["seed"] for r in runs if r.tuned_root} == {100, 101}
+    assert analysis.search_seeds(str(search_dir)) == {0}
+    assert "## digits: tuned re-run" in report_text(tmp_path)
+
+
+def test_an_older_run_folder_counts_once_with_its_twin(tmp_path):
+    """A config.json of an older version: a setting missing, a default given as 0."""
+    config = write_run(tmp_path, "new", [6.0], g_loss="hinge")
+    write_run(tmp_path, "old", [6.0, 6.5], g_loss="hinge", epochs=2, seed=0)
+    saved = json.load(open(tmp_path / "old" / "config.json"))
+    saved.pop("latent_dim")
+    saved.update(width=0, epochs=1)
+    with open(tmp_path / "old" / "config.json", "w") as f:
+        json.dump(saved, f)
+    runs = analysis.find_runs(str(tmp_path))
+    assert len(runs) == 1 and runs[0].dir.endswith("old") and runs[0].duplicates
+    assert runs[0].config["width"] == config.width == 16

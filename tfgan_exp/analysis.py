@@ -15,12 +15,13 @@ import dataclasses
 import json
 import math
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfgan_exp import search as search_lib
-from tfgan_exp.config import G_LOSS_NAMES, NON_RESULT_SETTINGS, UsageError, run_identity
+from tfgan_exp.config import (G_LOSS_NAMES, NON_RESULT_SETTINGS, UsageError,
+                              resolved_settings, run_identity)
 from tfgan_exp.grid import SEARCH_FILE, TUNED_FILE, format_value
 from tfgan_exp.rundir import RunDir
 
@@ -86,7 +87,9 @@ def find_runs(root: str) -> List[Run]:
         if "config.json" not in files:
             continue
         run_dir = RunDir(folder)
-        run = Run(folder, run_dir.saved_config(), run_dir.read_metrics(),
+        # Resolved as this version resolves them: a folder written by an older version
+        # groups, and counts once, with its twin written by this one.
+        run = Run(folder, resolved_settings(run_dir.saved_config()), run_dir.read_metrics(),
                   run_dir.divergence(), run_dir.reference(), run_dir.attempts())
         if run.metrics or run.divergence:
             runs.append(run)
@@ -109,24 +112,29 @@ def deduplicate(runs: List[Run]) -> List[Run]:
 
 
 def _mark_studies(root: str, runs: List[Run]) -> None:
-    """Marks the trials of every random search under ``root`` (runs below its
-    search.json whose searched settings equal one of its drawn trials) and the runs of
-    every tuned re-run (below its tuned.json)."""
+    """Marks the trials of every random search under ``root`` and the runs of every
+    tuned re-run. A run belongs to the nearest folder above it that holds search.json
+    or tuned.json (a tuned re-run kept inside its search's folder is not a trial); a
+    search's trials are those whose searched settings equal one of its drawn ones."""
+    marked = {}  # absolute folder -> (kind, folder, the drawn settings of a search)
     for folder, _, files in os.walk(root):
-        if SEARCH_FILE not in files and TUNED_FILE not in files:
-            continue
-        below = [run for run in runs
-                 if not os.path.relpath(run.dir, folder).startswith(os.pardir)]
-        if SEARCH_FILE in files:
+        if TUNED_FILE in files:
+            marked[os.path.abspath(folder)] = ("tuned", folder, None)
+        elif SEARCH_FILE in files:
             with open(os.path.join(folder, SEARCH_FILE)) as f:
                 drawn = {tuple(trial[k] for k in search_lib.SEARCHED_FIELDS)
                          for trial in json.load(f)["trials"]}
-            for run in below:
-                if run.setting(search_lib.SEARCHED_FIELDS) in drawn:
-                    run.search_root = folder
-        if TUNED_FILE in files:
-            for run in below:
-                run.tuned_root = folder
+            marked[os.path.abspath(folder)] = ("search", folder, drawn)
+    top = os.path.abspath(root)
+    for run in runs:
+        folder = os.path.dirname(os.path.abspath(run.dir))
+        while folder not in marked and folder != top and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        kind, where, drawn = marked.get(folder, (None, None, None))
+        if kind == "tuned":
+            run.tuned_root = where
+        elif kind == "search" and run.setting(search_lib.SEARCHED_FIELDS) in drawn:
+            run.search_root = where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +188,10 @@ def best(run: Run, key: str, higher_is_better: bool) -> Optional[float]:
 
 
 def failure(run: Run, keys: Optional[Keys]) -> str:
-    """Why the run counts as a failure ("" if it does not): it diverged, did not learn
-    (final precision below LEARNED_PRECISION), or collapsed (digits: at most
-    COLLAPSE_CLASSES of the 10 covered; else recall below COLLAPSE_RECALL)."""
+    """Why the run counts as a failure ("" if it does not): it diverged, has no finite
+    final score, did not learn (final precision below LEARNED_PRECISION), or collapsed
+    (digits: at most COLLAPSE_CLASSES of the 10 covered; else recall below
+    COLLAPSE_RECALL, also for digits runs that recorded no classes)."""
     if run.divergence:
         where = run.divergence
         values = ", ".join(f"{k} = {v}" for k, v in where.get("values", {}).items())
@@ -190,6 +199,9 @@ def failure(run: Run, keys: Optional[Keys]) -> str:
         return f"diverged in epoch {where['epoch']}, step {where['step']} ({values}){host}"
     if keys is None:
         return ""
+    score = final(run, keys.score)
+    if score is None or not math.isfinite(score):
+        return f"no final {keys.label}: {'none recorded' if score is None else score}"
     precision, recall = final(run, keys.precision), final(run, keys.recall)
     classes, kl = final(run, keys.classes), final(run, keys.class_kl)
     if precision is not None and precision < LEARNED_PRECISION:
@@ -256,8 +268,10 @@ def group_runs(runs: Sequence[Run], ignore=frozenset()) -> Dict[str, Dict[str, L
     return result
 
 
-def comparison_sets(groups: Dict[str, List[Run]]) -> List[Tuple[str, Dict[str, List[Run]]]]:
-    """Groups that differ only in their loss: (what they share, {loss label: runs}).
+def comparison_sets(groups: Dict[str, List[Run]], least: int = 2
+                    ) -> List[Tuple[str, Dict[str, List[Run]]]]:
+    """Groups that differ only in their loss: (what they share, {loss label: runs}), for
+    the sets of at least ``least`` losses.
 
     What they share is the rest of their group names ("" when only losses vary).
     """
@@ -265,7 +279,7 @@ def comparison_sets(groups: Dict[str, List[Run]]) -> List[Tuple[str, Dict[str, L
     for name, runs in groups.items():
         shared = name[len(runs[0].loss):].lstrip(", ")
         sets[shared][runs[0].loss] = runs
-    return [(shared, members) for shared, members in sets.items() if len(members) > 1]
+    return [(shared, members) for shared, members in sets.items() if len(members) >= least]
 
 
 def reference_label(labels: Sequence[str], reference_loss: str) -> str:
@@ -296,8 +310,7 @@ class SearchComparison:
 
     def values(self, key: str, keys: Keys, higher_is_better: bool) -> Dict[str, Dict[tuple, float]]:
         """loss -> setting -> the median over the setting's seeds of ``judged`` values
-        (a setting whose runs mostly failed counts as failed: worst)."""
-        import numpy as np
+        (a setting with at least half its runs failed counts as failed: worst)."""
         return {loss: {setting: float(np.median([judged(r, key, keys, higher_is_better)
                                                  for r in members]))
                        for setting, members in by_setting.items()}
@@ -320,7 +333,7 @@ def search_comparisons(runs: Sequence[Run]) -> List[SearchComparison]:
     contexts: Dict[Tuple[str, str], Dict[str, Dict[tuple, List[Run]]]] = {}
     for dataset, groups in group_runs([r for r in runs if r.search_root],
                                       ignore=TUNED_SETTINGS).items():
-        for shared, loss_groups in _all_sets(groups):
+        for shared, loss_groups in comparison_sets(groups, least=1):
             trials = contexts.setdefault((dataset, shared), {})
             for loss, members in loss_groups.items():
                 for run in members:
@@ -330,37 +343,50 @@ def search_comparisons(runs: Sequence[Run]) -> List[SearchComparison]:
             for (dataset, shared), trials in contexts.items()]
 
 
-def _all_sets(groups: Dict[str, List[Run]]):
-    """Like ``comparison_sets``, but a context with one loss is kept too."""
-    sets: Dict[str, Dict[str, List[Run]]] = collections.defaultdict(dict)
-    for name, runs in groups.items():
-        sets[name[len(runs[0].loss):].lstrip(", ")][runs[0].loss] = runs
-    return list(sets.items())
+def best_setting(values: Dict[tuple, float]) -> tuple:
+    """The setting of the highest value (``SearchComparison.values``), the first on a
+    tie: how the report names a loss's best and how --tuned_from picks it."""
+    order = list(values)
+    return max(order, key=lambda setting: (values[setting], -order.index(setting)))
 
 
-def best_settings(search_dir: str, score_of: Optional[Callable[[Keys], str]] = None
-                  ) -> Dict[tuple, Dict[str, object]]:
-    """Each loss's best drawn setting in the search under ``search_dir``.
+def best_settings(search_dir: str) -> Tuple[Dict[tuple, Dict[str, object]], List[str]]:
+    """Each loss's best drawn setting in the search under ``search_dir``, and notes.
 
-    Returns (dataset, g_loss, d_loss, the other settings a tuned run must share)
-    -> {SEARCHED_FIELDS: values}. Best: the highest median final score over the
-    setting's seeds, failed runs counting worst (the first such on a tie).
-    Raises UsageError when the folder holds no finished search runs.
+    Returns ({search.tuned_key: {SEARCHED_FIELDS: values}}, notes). Best: the highest
+    median final score over the setting's seeds, failed runs counting worst
+    (``best_setting``). Raises UsageError when the folder holds no search runs, when
+    some are unfinished (the best of a part is not the best), or when two contexts of
+    the search would give one tuned run two settings.
     """
-    runs = [r for r in find_runs(search_dir) if r.finished and r.search_root]
-    if not runs:
-        raise UsageError(f"--tuned_from={search_dir}: no finished random-search runs there "
-                         f"(a folder with {SEARCH_FILE} and the runs of --search)")
-    chosen = {}
-    for comparison in search_comparisons(runs):
+    found = [r for r in find_runs(search_dir) if r.search_root]
+    unfinished = [os.path.relpath(r.dir, search_dir) for r in found if not r.finished]
+    if unfinished:
+        raise UsageError(f"--tuned_from={search_dir}: {len(unfinished)} of its search runs "
+                         f"are unfinished ({', '.join(unfinished[:3])}"
+                         f"{', ...' if len(unfinished) > 3 else ''}); finish the search "
+                         "first (run its command again)")
+    if not found:
+        raise UsageError(f"--tuned_from={search_dir}: no random-search runs there (a folder "
+                         f"with {SEARCH_FILE} and the runs of --search)")
+    chosen, notes = {}, []
+    for comparison in search_comparisons(found):
         keys = Keys.for_runs(comparison.runs)
         if keys is None:
             continue
         for loss, values in comparison.values(keys.score, keys, True).items():
-            setting = max(values, key=lambda s: (values[s], -list(values).index(s)))
+            setting = best_setting(values)
             example = comparison.trials[loss][setting][0]
-            chosen[search_lib.tuned_key(example.config)] = dict(zip(search_lib.SEARCHED_FIELDS, setting))
-    return chosen
+            key = search_lib.tuned_key(example.config)
+            if key in chosen:
+                raise UsageError(f"--tuned_from={search_dir}: the search trained {loss} in "
+                                 "settings that differ only in --epochs, --eval_every or "
+                                 "--eval_samples; a tuned re-run cannot tell which to follow")
+            if not math.isfinite(values[setting]):
+                notes.append(f"--tuned_from: every setting of {loss} failed in the search; "
+                             "its first setting is re-run")
+            chosen[key] = dict(zip(search_lib.SEARCHED_FIELDS, setting))
+    return chosen, notes
 
 
 def search_seeds(search_dir: str) -> set:

@@ -218,7 +218,13 @@ def _tuned_settings(seeds: List[int]):
                          "search's settings, whose best was picked on them (the winner's "
                          "curse); give seeds the search did not use, e.g. "
                          "--seed=100,101,102,103,104")
-    return analysis.best_settings(F.tuned_from)
+    if os.path.abspath(F.run_dir).startswith(os.path.abspath(F.tuned_from) + os.sep):
+        raise UsageError(f"--run_dir={F.run_dir} is inside --tuned_from={F.tuned_from}: "
+                         "keep the re-run's runs apart from the search's")
+    chosen, notes = analysis.best_settings(F.tuned_from)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return chosen
 
 
 def run_single(config: Config) -> None:

@@ -62,13 +62,29 @@ NON_RESULT_SETTINGS = frozenset({
     "inception_model", "cache_dir", "run_dir", "keep_checkpoints", "checkpoint_every_steps",
     "overwrite", "retry_diverged"})
 
-def run_identity(settings: Dict[str, Any]) -> tuple:
+def resolved_settings(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A config.json's settings as this version resolves them: settings it lacks
+    (written by an older version) take their defaults and are resolved ("0 = the
+    dataset's default" becomes that default); keys this version does not know are kept
+    as they are."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    values = {k: v for k, v in saved.items() if k in known}
+    try:
+        resolved = dataclasses.asdict(Config(**values).resolved())
+    except (UsageError, TypeError, KeyError):  # settings this version refuses
+        resolved = dict(dataclasses.asdict(Config()), **values)
+    return dict(saved, **resolved)
+
+
+def run_identity(settings: Dict[str, Any], resumable: bool = False) -> tuple:
     """What makes two runs one run: every resolved setting that changes what a run
-    computes, the seed included, as sorted (name, value) pairs. ``settings`` is a
-    resolved Config's fields (a config.json); settings it lacks (written by an older
-    version) count as their defaults. Folder names play no part."""
-    values = dict(dataclasses.asdict(Config()), **settings)
-    return tuple(sorted((k, v) for k, v in values.items() if k not in NON_RESULT_SETTINGS))
+    computes, the seed included, as sorted (name, value) pairs; folder names play no
+    part. ``settings``: a Config's fields or a config.json (``resolved_settings``).
+    With ``resumable``, the settings a run may change when it resumes (its epochs, how
+    often it is evaluated) are left out too: what may continue a run, not what it is."""
+    left_out = RESUMABLE_SETTINGS if resumable else NON_RESULT_SETTINGS
+    values = resolved_settings(settings)
+    return tuple(sorted((k, v) for k, v in values.items() if k not in left_out))
 
 
 # Settings that change results but may still change on resuming: a finished run can be

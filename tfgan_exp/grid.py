@@ -10,6 +10,7 @@ K-th of N disjoint slices, so that job-array tasks share one grid.
 
 Nothing here imports TensorFlow: a grid is checked in a fraction of a second.
 """
+import collections
 import dataclasses
 import itertools
 import json
@@ -161,18 +162,28 @@ def adopt_existing(grid: Grid) -> List[str]:
     """Points each run of ``grid`` at the folder under its root that already holds the
     same run (settings and seed), when that folder has another name: a grid widened by
     an axis, or a value written differently, continues those runs rather than training
-    them again under a new name. Returns a note per adopted folder."""
+    them again under a new name. A folder whose run differs only in its epochs or
+    evaluation cadence (which a resume may change) is continued too, when it is the
+    only run of the grid it could be. Returns a note per adopted folder."""
     if not grid.is_grid or not os.path.isdir(grid.root):
         return []
-    existing = {}
+    exact, resumable = {}, {}
     for folder, _, files in sorted(os.walk(grid.root)):
         if "config.json" in files:
             saved = RunDir(folder).saved_config()
             if saved is not None:
-                existing.setdefault(run_identity(saved), folder)
+                exact.setdefault(run_identity(saved), folder)
+                resumable.setdefault(run_identity(saved, resumable=True), folder)
+    claims = collections.Counter(run_identity(dataclasses.asdict(c), resumable=True)
+                                 for c in grid.configs)
     notes = []
     for index, config in enumerate(grid.configs):
-        folder = existing.get(run_identity(dataclasses.asdict(config)))
+        if RunDir(config.run_dir).saved_config() is not None:
+            continue  # its own folder holds a run: grid.check compares it
+        settings = dataclasses.asdict(config)
+        folder = exact.get(run_identity(settings))
+        if folder is None and claims[run_identity(settings, resumable=True)] == 1:
+            folder = resumable.get(run_identity(settings, resumable=True))
         if folder and os.path.normpath(folder) != os.path.normpath(config.run_dir):
             notes.append(f"{config.run_dir} is the run already in {folder} (same settings "
                          "and seed): it continues there")

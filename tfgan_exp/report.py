@@ -26,6 +26,7 @@ import collections
 import json
 import math
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -56,7 +57,8 @@ HOW_TO_READ = f"""How to read it:
 - Values are a group's **median** with a distribution-free interval (between two order
   statistics) of at least 95% confidence; below 6 runs no such interval exists, and the
   widest one, [min, max], is shown with its own confidence (5 runs: 93.8%, 4: 87.5%, 3:
-  75%, 2: 50%). Runs that diverged have no final values.
+  75%, 2: 50%). Runs that diverged are left out of the medians and shifts (the table of
+  every run lists their last values).
 - A run *failed* if it diverged, did not learn (final precision below
   {analysis.LEARNED_PRECISION}: almost none of its images lie among the real ones), or
   collapsed (digits: it covers at most {analysis.COLLAPSE_CLASSES} of the 10 digits;
@@ -68,9 +70,13 @@ HOW_TO_READ = f"""How to read it:
   the final values (a diverged run ranks worst; exact null from permutations up to 7
   runs per side); and failure rates by Fisher's exact test. A difference is claimed when
   its Benjamini–Hochberg adjusted p-value is below {st.ALPHA}, adjusted over the tests of
-  one paragraph. "No difference detected" means the test could not tell, not that the
-  losses are equal: only an equivalence margin (`--equivalence_margin`) can show that.
-- The coverage of every interval at 3–8 runs is simulated in `tests/test_statistics.py`.
+  one paragraph (each paragraph is a family of its own; across paragraphs and sections
+  the error rate is not controlled). "No difference detected" means the test could not
+  tell, not that the losses are equal: only an equivalence margin
+  (`--equivalence_margin`) can show that.
+- The intervals' coverage at 3–8 runs is simulated in `tests/test_statistics.py`: the
+  median's and the shift's are exact by construction; P(better)'s (Newcombe's, nominal
+  95%) covered at least 92% from 4 runs per group and about 90% at 3.
 - "Best" values are maxima over a run's noisy evaluations, biased upwards: shown for
   reference, never used in the verdict.
 - What reproduces where: the same command on the same machine and software with
@@ -87,14 +93,20 @@ def _value(value: Optional[float], decimals: int, scale: float = 1.0) -> str:
     return f"{value * scale:.{decimals}f}"
 
 
+def _whole(text: str) -> str:
+    """'10.0 [3.0, 10.0]' -> '10 [3, 10]': counts printed as counts (a median of an even
+    number of runs may be a half, which keeps its decimal)."""
+    return re.sub(r"(\d+)\.0\b", r"\1", text)
+
+
 def _failed_or(value: float, decimals: int) -> str:
     """A search setting's value: 'failed' for the worst (a failed setting)."""
     return _value(value, decimals) if math.isfinite(value) else "failed"
 
 
-def _signed(estimate: st.Estimate, decimals: int) -> str:
+def _signed(estimate: st.Estimate, decimals: int, stated: float = st.CONFIDENCE) -> str:
     """A shift with its sign: '+1.20 [0.30, 2.00]'."""
-    text = estimate.text(decimals)
+    text = estimate.text(decimals, stated=stated)
     return text if text.startswith("-") or text == "–" else "+" + text
 
 
@@ -151,7 +163,7 @@ def verdict(sets, keys: Keys, reference_loss: str, margin: float = 0.0) -> List[
         findings = [_compare_groups(loss_groups[label], ref_runs, keys) for label in others]
         tests = 3 * len(others)
         p_values = [p for found in findings
-                    for p in (found["score"]["test"].p, found["fid"]["test"].p,
+                    for p in (found["score"]["test"], found["fid"]["test"],
                               found["failures_p"])]
         adjusted = st.adjusted(p_values)
         sentences = []
@@ -182,46 +194,62 @@ def _loss_sentence(label, runs, reference, ref_runs, found, p_adj, keys: Keys,
     short, ref_short = label.split(" /")[0], reference.split(" /")[0]
     n, m = len(runs), len(ref_runs)
     parts, claims = [], []
-    for metric, name, decimals, higher in (("score", f"final {keys.label}", 2, True),
-                                           ("fid", "final FID", 1, False)):
+    for metric, name, decimals in (("score", f"final {keys.label}", 2),
+                                   ("fid", "final FID", 1)):
         result = found[metric]
+        ranked, ref_ranked = result["ranked"]
         if n == 1 and m == 1:  # one run each: the two values, no statistics
             own, theirs = (r[0] if math.isfinite(r[0]) else None for r in result["ranked"])
             parts.append(f"{name} {_value(own, decimals)} against {_value(theirs, decimals)}")
             continue
-        text = (f"{name}: shift {_signed(result['shift'], decimals)}, "
-                f"P({short} better) = {result['better'].text(2)}, Mann–Whitney "
-                f"p = {result['test'].p:.3g} (adjusted {p_adj[metric]:.3g})")
-        parts.append(text)
+        measured = (sum(map(math.isfinite, ranked)), sum(map(math.isfinite, ref_ranked)))
+        if min(measured) == 0:
+            shift = "no shift (no run with a value on one side)"
+        elif measured != (n, m):
+            shift = (f"shift over the {measured[0]} and {measured[1]} runs with a value "
+                     f"{_signed(result['shift'], decimals)}")
+        else:
+            shift = f"shift {_signed(result['shift'], decimals)}"
+        parts.append(f"{name}: {shift}, "
+                     f"P({short} better) = {result['better'].text(2)}, Mann–Whitney "
+                     f"p = {result['test']:.3g} (adjusted {p_adj[metric]:.3g})")
         if p_adj[metric] < st.ALPHA:
             better = result["better"].value > 0.5
             claims.append(f"{'better' if better else 'worse'} {name.split('final ')[1]}")
-    failures = (f"failed in {found['failed']} of {n} runs against {found['ref_failed']} of "
-                f"{m} (Fisher p = {found['failures_p']:.3g}, adjusted {p_adj['failures']:.3g})")
-    parts.append(failures)
+    parts.append(f"failed in {found['failed']} of {n} runs against {found['ref_failed']} of "
+                 f"{m} (Fisher p = {found['failures_p']:.3g}, adjusted "
+                 f"{p_adj['failures']:.3g})")
     if p_adj["failures"] < st.ALPHA:
         claims.append("fails more often" if found["failed"] / n > found["ref_failed"] / m
                       else "fails less often")
     if claims:
-        conclusion = f"**{', '.join(claims)}** than {ref_short}"
+        listed = ", ".join(claims)
+        conclusion = f"**{listed[0].upper() + listed[1:]}** than {ref_short}"
     elif n == 1 or m == 1:
-        conclusion = "**no test with a single run**"
+        conclusion = "**No test with a single run**"
     else:
-        conclusion = f"**no difference detected** from {ref_short} at this n"
+        conclusion = f"**No difference detected** from {ref_short} at this n"
     if margin > 0 and n > 1 and m > 1:
-        ranked, ref_ranked = found["score"]["ranked"]
-        equivalent = st.equivalent(ranked, ref_ranked, margin)
-        interval = st.shift(ranked, ref_ranked, confidence=1 - 2 * st.ALPHA)
-        if equivalent:
-            conclusion += (f"; **equivalent** in {keys.label} within ±{margin:g} (90% "
-                           f"interval of the shift {_signed(interval, 2)} inside the margin)")
-        elif equivalent is None:
-            conclusion += (f"; equivalence within ±{margin:g} cannot be shown at this n (no "
-                           "90% interval)")
-        else:
-            conclusion += (f"; equivalence within ±{margin:g} not shown (90% interval "
-                           f"{_signed(interval, 2)})")
+        conclusion += "; " + _equivalence(found, keys, margin)
     return f"*{label}* ({_runs(n)}): {'; '.join(parts)}. {conclusion}."
+
+
+def _equivalence(found: dict, keys: Keys, margin: float) -> str:
+    """Whether the score's shift lies within +-margin (two one-sided tests at 5%)."""
+    ranked, ref_ranked = found["score"]["ranked"]
+    missing = sum(not math.isfinite(v) for v in list(ranked) + list(ref_ranked))
+    if missing:  # a diverged run is no evidence of sameness
+        return (f"equivalence within ±{margin:g} cannot be shown: {_runs(missing)} "
+                "diverged or have no value")
+    equivalent = st.equivalent(ranked, ref_ranked, margin)
+    if equivalent is None:
+        return f"equivalence within ±{margin:g} cannot be shown at this n (no 90% interval)"
+    interval = st.shift(ranked, ref_ranked, confidence=1 - 2 * st.ALPHA)
+    text = _signed(interval, 2, stated=1 - 2 * st.ALPHA)
+    if equivalent:
+        return (f"**equivalent** in {keys.label} within ±{margin:g} (the 90% interval of "
+                f"the shift, {text}, lies inside the margin)")
+    return f"equivalence within ±{margin:g} not shown (90% interval of the shift {text})"
 
 
 def _power_sentence(others, findings, loss_groups, reference, tests: int,
@@ -234,21 +262,25 @@ def _power_sentence(others, findings, loss_groups, reference, tests: int,
                 "paragraph); with one run per loss the values above are single runs, "
                 "not a comparison.")
     n_ref = len(loss_groups[reference])
-    n_other = min(len(loss_groups[label]) for label in others)
-    detectable = st.detectable(n_other, n_ref, threshold)
-    at = f"At {n_other} against {n_ref} runs with {tests} tests in this paragraph"
-    if detectable is None:
-        sentence = (f"{at}, no outcome can be significant (the smallest possible p is "
-                    f"{st.smallest_p(n_other, n_ref):.2g}, above {threshold:.2g} = "
-                    f"{st.ALPHA} / {tests}): a test needs at least {needed} runs per loss.")
-    elif detectable >= 1.0:
-        sentence = (f"{at}, a difference is significant only if its p is below "
-                    f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one): "
-                    "only complete separation (P(better) = 0 or 1) gives that.")
-    else:
-        sentence = (f"{at}, a difference is significant only if its p is below "
-                    f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one), "
-                    f"which needs P(better) ≥ {detectable:.2f} or ≤ {1 - detectable:.2f}.")
+    sentences = []
+    for n_other in sorted({len(loss_groups[label]) for label in others}, reverse=True):
+        detectable = st.detectable(n_other, n_ref, threshold)
+        at = f"At {n_other} against {n_ref} runs with {tests} tests in this paragraph"
+        if detectable is None:
+            sentences.append(
+                f"{at}, no outcome can be significant (the smallest possible p is "
+                f"{st.smallest_p(n_other, n_ref):.2g}, above {threshold:.2g} = "
+                f"{st.ALPHA} / {tests}): a test needs at least {needed} runs per loss.")
+        elif detectable >= 1.0:
+            sentences.append(
+                f"{at}, a difference is significant only if its p is below "
+                f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one): only "
+                "complete separation (P(better) = 0 or 1) gives that.")
+        else:
+            sentences.append(
+                f"{at}, a difference is significant only if its p is below "
+                f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one), which "
+                f"needs P(better) ≥ {detectable:.2f} or ≤ {1 - detectable:.2f}.")
     estimates = []
     for label, found in zip(others, findings):
         ranked, ref_ranked = found["score"]["ranked"]
@@ -259,10 +291,12 @@ def _power_sentence(others, findings, loss_groups, reference, tests: int,
         estimates.append(f"{short}: about {runs}" if runs else
                          f"{short}: more than {st.POWER_MAX_RUNS}")
     if estimates:
-        sentence += (f" Runs per loss for {st.POWER:.0%} power to detect a {keys.label} "
-                     f"difference as large as the one seen (simulated from these runs, at "
-                     f"p < {threshold:.2g}): {'; '.join(estimates)}.")
-    return sentence
+        sentences.append(
+            f"Runs per loss for {st.POWER:.0%} power, if the true {keys.label} difference "
+            f"were the one seen (simulated by resampling these runs, at p < "
+            f"{threshold:.2g}; with so few runs that difference is itself uncertain): "
+            f"{'; '.join(estimates)}.")
+    return " ".join(sentences)
 
 
 # --- provenance -------------------------------------------------------------------------------
@@ -278,18 +312,25 @@ def _made_with(attempt: dict) -> str:
             f"{attempt.get('cpu', '?')}, {' + '.join(attempt.get('devices', ['?']))}")
 
 
+UNRECORDED = "not recorded (made before provenance was kept)"
+
+
 def _run_made_with(run: Run) -> List[str]:
-    lines = sorted({_made_with(attempt) for attempt in run.attempts})
-    return lines or ["not recorded (made before provenance was kept)"]
+    return sorted({_made_with(attempt) for attempt in run.attempts}) or [UNRECORDED]
 
 
 def _provenance_warning(runs: Sequence[Run]) -> str:
     kinds = {line for run in runs for line in _run_made_with(run)}
-    if len(kinds) < 2:
-        return ""
-    return (f"Note: these runs were made with {len(kinds)} different combinations of code, "
-            "software and machine (see \"Made with\"): the same seeds take other paths on "
-            "each, so their runs are comparable only as samples.")
+    recorded = {kind for kind in kinds if kind != UNRECORDED}
+    if len(recorded) > 1:
+        return (f"Note: these runs were made with {len(recorded)} different combinations "
+                "of code, software and machine (see \"Made with\"): the same seeds take "
+                "other paths on each, so their runs are comparable only as samples.")
+    if UNRECORDED in kinds:
+        return ("Note: some of these runs do not record what made them (an older "
+                "version wrote them): whether they share code, software and machine is "
+                "unknown.")
+    return ""
 
 
 def provenance_section(runs: Sequence[Run]) -> List[str]:
@@ -321,7 +362,7 @@ def _metric_columns(keys: Keys):
                (f"final {_kid_title(keys)}", keys.kid, 2, _kid_scale(keys)),
                ("precision", keys.precision, 3, 1.0), ("recall", keys.recall, 3, 1.0)]
     if keys.classes:
-        columns += [("digits covered", keys.classes, 1, 1.0),
+        columns += [("digits covered", keys.classes, 1, 1.0),  # printed whole (_whole)
                     ("class KL", keys.class_kl, 2, 1.0)]
     return columns
 
@@ -332,7 +373,7 @@ def group_rows(groups: Dict[str, List[Run]], keys: Optional[Keys],
     rows = []
     if keys and anchor:
         row = {"group": "*real against real (anchor)*", "n": "–", "failed": "–",
-               "interval": "–"}
+               "diverged": "–", "interval": "–"}
         for title, key, decimals, scale in _metric_columns(keys):
             row[title] = _value(anchor.get(key), decimals, scale)
         rows.append(row)
@@ -341,11 +382,13 @@ def group_rows(groups: Dict[str, List[Run]], keys: Optional[Keys],
         level = st.median_interval(range(len(measured))).confidence  # this row's intervals
         row = {"group": name, "n": str(len(runs)),
                "failed": str(sum(bool(analysis.failure(r, keys)) for r in runs)),
+               "diverged": str(len(runs) - len(measured)),
                "interval": st.percent(level) if level == level else "–"}
         if keys:
             for title, key, decimals, scale in _metric_columns(keys):
-                row[title] = st.median_interval(
+                text = st.median_interval(
                     [analysis.final(r, key) for r in measured]).text(decimals, scale, level)
+                row[title] = _whole(text) if key == keys.classes else text
             row[f"best {keys.label}†"] = st.median_interval(
                 [analysis.best(r, keys.score, True) for r in measured]).text(3, 1.0, level)
         minutes = [sum(r.get("seconds", 0) + r.get("eval_seconds", 0) for r in run.metrics)
@@ -400,7 +443,8 @@ def _sizes_sentence(reference: dict) -> str:
             f"them with {reference['num_reference']:,} real images (those metrics depend on "
             f"the sizes); the anchor row compares {reference['num_reference']:,} other, "
             "held-out, real images with the same ones: what a perfect generator would get "
-            "at this size.")
+            "at this size (its score is over those images, and a score over fewer images "
+            "reads a little lower).")
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -463,9 +507,8 @@ def search_section(comparison: analysis.SearchComparison, root: str, reference_l
     reference = analysis.reference_label(list(scores), reference_loss)
     rows, tests = [], []
     for loss, by_setting in scores.items():
-        best_setting = max(by_setting, key=lambda s: (by_setting[s], -list(by_setting).index(s)))
-        failed = sum(any(analysis.failure(r, keys) for r in members)
-                     for members in comparison.trials[loss].values())
+        best_setting = analysis.best_setting(by_setting)
+        failed = sum(not math.isfinite(v) for v in by_setting.values())
         described = ", ".join(f"{k}={format_value(v)}" for k, v in zip(
             search_lib.SEARCHED_FIELDS, best_setting) if k != "lr_d")
         row = {"loss": loss, "settings": str(len(by_setting)), "failed settings": str(failed),
@@ -530,6 +573,15 @@ def _budget_lines(comparison, keys: Keys, scores, fids, out_dir: str, number: in
             f"({worst}). Failed settings: {failed}.", ""]
 
 
+def _tuned_groups(runs: List[Run]) -> Dict[str, Dict[str, List[Run]]]:
+    """A tuned re-run's groups: by loss, its tuned setting part of the loss, unless a
+    loss has runs at several settings (then the settings name the groups)."""
+    grouped = analysis.group_runs(runs, ignore=analysis.TUNED_SETTINGS)
+    one_setting = all(len({r.setting(search_lib.SEARCHED_FIELDS) for r in members}) == 1
+                      for groups in grouped.values() for members in groups.values())
+    return grouped if one_setting else analysis.group_runs(runs)
+
+
 def tuned_section(title: str, prefix: str, groups: Dict[str, List[Run]], root: str,
                   out_dir: str, reference_loss: str, margin: float) -> List[str]:
     """A tuned re-run: each loss at its best search setting, with fresh seeds."""
@@ -590,9 +642,14 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
                                equivalence_margin)
     for number, comparison in enumerate(analysis.search_comparisons(searched)):
         lines += search_section(comparison, root, reference_loss, out_dir, number)
-    for dataset, groups in analysis.group_runs(tuned, ignore=analysis.TUNED_SETTINGS).items():
-        lines += tuned_section(f"{dataset}: tuned re-run", f"{dataset}_tuned", groups, root,
-                               out_dir, reference_loss, equivalence_margin)
+    tuned_roots = sorted({run.tuned_root for run in tuned})
+    for number, tuned_root in enumerate(tuned_roots):
+        members = [run for run in tuned if run.tuned_root == tuned_root]
+        for dataset, groups in _tuned_groups(members).items():
+            where = f" ({os.path.relpath(tuned_root, root)})" if len(tuned_roots) > 1 else ""
+            lines += tuned_section(f"{dataset}: tuned re-run{where}",
+                                   f"{dataset}_tuned{number or ''}", groups, root, out_dir,
+                                   reference_loss, equivalence_margin)
     lines += provenance_section(runs)
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:

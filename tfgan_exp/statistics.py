@@ -68,7 +68,8 @@ class Estimate:
         text = f"{self.value * scale:.{decimals}f}"
         if self.has_interval:
             text += f" [{self.low * scale:.{decimals}f}, {self.high * scale:.{decimals}f}]"
-            if self.confidence < min(stated, CONFIDENCE) - 1e-9:
+            stated = CONFIDENCE if math.isnan(stated) else min(stated, CONFIDENCE)
+            if self.confidence < stated - 1e-9:
                 text += f" ({percent(self.confidence)})"
         return text
 
@@ -217,15 +218,8 @@ def prob_better(a: Sequence[float], b: Sequence[float], higher_is_better: bool,
     return Estimate(theta, float(low), float(high), confidence, min(n, m))
 
 
-@dataclasses.dataclass(frozen=True)
-class Test:
-    """A two-sided test's p-value and the smallest p any outcome could give at its n."""
-    p: float
-    smallest_p: float
-
-
-def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Test:
-    """Two-sided Mann-Whitney U test of ``a`` against ``b``, null from permutations.
+def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U test of ``a`` against ``b``, null from permutations: its p.
 
     -inf and +inf (diverged runs) rank below and above every finite value and tie with
     each other; with ties scipy's default falls back to a normal approximation, poor at
@@ -238,7 +232,7 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Test:
     method = (scipy.stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=0)
               if min(len(a), len(b)) > 1 else "exact")
     result = scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method=method)
-    return Test(float(result.pvalue), smallest_p(len(a), len(b)))
+    return float(result.pvalue)
 
 
 def smallest_p(n: int, m: int) -> float:
@@ -264,13 +258,16 @@ def detectable(n: int, m: int, threshold: float) -> Optional[float]:
 def runs_for_power(a: Sequence[float], b: Sequence[float], threshold: float,
                    power: float = POWER, draws: int = POWER_DRAWS,
                    max_runs: int = POWER_MAX_RUNS, seed: int = 0) -> Optional[int]:
-    """Runs per group at which a two-sided Mann-Whitney test at ``threshold`` detects
-    the difference between ``a`` and ``b`` with probability ``power``.
+    """Runs per group at which a two-sided Mann-Whitney test at ``threshold`` would
+    detect the difference between ``a`` and ``b`` with probability ``power``, if the
+    true difference were the one these runs show (a plug-in estimate: with few runs
+    that difference is itself uncertain).
 
     Simulated: both groups are resampled from these runs (their empirical
     distributions, -inf/+inf for diverged runs included), ``draws`` times per size,
-    with scipy's normal approximation, which is corrected for ties. None when even
-    ``max_runs`` per group would not do (or the groups do not differ at all).
+    tested as the report tests (scipy's exact null up to 7 runs per group, its normal
+    approximation with the tie correction beyond). None when even ``max_runs`` per
+    group would not do (or the groups do not differ at all).
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     rng = np.random.default_rng(seed)
@@ -278,8 +275,9 @@ def runs_for_power(a: Sequence[float], b: Sequence[float], threshold: float,
     def achieved(size: int) -> float:
         first = rng.choice(a, (draws, size))
         second = rng.choice(b, (draws, size))
+        method = "exact" if size <= 7 else "asymptotic"
         with np.errstate(invalid="ignore", divide="ignore"):
-            p = scipy.stats.mannwhitneyu(first, second, axis=1, method="asymptotic").pvalue
+            p = scipy.stats.mannwhitneyu(first, second, axis=1, method=method).pvalue
         return float(np.mean(np.nan_to_num(p, nan=1.0) < threshold))
 
     if achieved(max_runs) < power:
