@@ -279,3 +279,13 @@ def test_a_widened_grid_with_more_epochs_continues_a_run_only_where_it_is_unambi
     dirs = {(c.g_loss, c.epochs): os.path.relpath(c.run_dir, root) for c in both.configs}
     assert dirs[("minimax", 10)] == "g_loss=minimax"
     assert dirs[("minimax", 30)] == "g_loss=minimax,epochs=30"
+
+
+def test_search_folders_are_named_by_what_the_command_varies_and_the_trial(tmp_path):
+    result = run_command("run.py", "--g_loss=minimax,hinge", "--search=2", "--dry_run",
+                         f"--run_dir={tmp_path / 'search'}")
+    assert result.returncode == 0, result.stderr
+    names = sorted(line.split()[2].split("/")[-1] for line in result.stdout.splitlines()
+                   if line.startswith("would train"))
+    assert names == ["g_loss=hinge,trial=0,seed=0", "g_loss=hinge,trial=1,seed=0",
+                     "g_loss=minimax,trial=0,seed=0", "g_loss=minimax,trial=1,seed=0"]

@@ -105,14 +105,14 @@ def expand(values: Dict[str, List], root: str = "", search_count: int = 0,
     given = 0
     for seed, trial, combo in itertools.product(
             seeds, trials, itertools.product(*(values[name] for name in axes))):
-        settings = dict(zip(axes, combo), seed=seed)
-        settings.update({k: v for k, v in trial.items() if k != "trial"})
-        config = Config(**settings).resolved()
+        listed = dict(zip(axes, combo), seed=seed)  # the values the command gave
+        drawn = {k: v for k, v in trial.items() if k != "trial"}
+        config = Config(**dict(listed, **drawn)).resolved()
         if tuned is not None:
             config = _tuned(config, tuned)
         given += 1
         runs.setdefault(run_identity(dataclasses.asdict(config)),
-                        (config, trial.get("trial"), settings))
+                        (config, trial.get("trial"), listed))
     notes = []
     if len(runs) < given:
         notes.append(f"{given - len(runs)} of the {given} combinations listed resolve to a "
