@@ -4,9 +4,12 @@
 #
 #   sbatch jobs/slurm_grid.sh            (from the repository's root, on shared storage)
 #
-# Each task trains the slice of the grid --shard=auto gives it (SLURM_ARRAY_TASK_ID of
-# SLURM_ARRAY_TASK_COUNT). Keep --array at as many tasks as the grid has runs (here
-# 2 datasets x 3 losses x 3 seeds = 18), or fewer: a task then trains several runs.
+# Task i trains shard i of the grid (--shard=auto takes SLURM_ARRAY_TASK_ID itself): one
+# run per task, so keep --array=0-(runs - 1) (here 2 datasets x 3 losses x 3 seeds = 18
+# runs). Resubmit the tasks that failed by their IDs (sbatch --array=4,11 ...): they train
+# exactly runs 4 and 11. For fewer tasks with several runs each, submit
+# --array=0-(N-1) with TFGAN_EXP_SHARDS=N in the environment (sbatch --export=ALL,...).
+# A task past the last shard has nothing to train and ends at once with status 0.
 # A task that is requeued or submitted again resumes or skips its runs.
 #SBATCH --job-name=tfgan-grid
 #SBATCH --array=0-17

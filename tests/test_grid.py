@@ -77,18 +77,65 @@ def test_shards_are_disjoint_and_cover_the_grid():
 
 
 def test_shard_auto_reads_slurm_and_kubernetes_and_bad_shards_are_refused():
+    # The task ID itself is the shard; N from auto/N, TFGAN_EXP_SHARDS, else the grid.
     slurm = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4",
              "SLURM_ARRAY_TASK_COUNT": "3"}
-    assert grid.parse_shard("auto", slurm) == (1, 3)
+    assert grid.parse_shard("auto", slurm, runs=18) == (5, 18)
+    assert grid.parse_shard("auto", dict(slurm, TFGAN_EXP_SHARDS="6"), runs=18) == (5, 6)
     assert grid.parse_shard("auto/6", {"JOB_COMPLETION_INDEX": "4"}) == (4, 6)
+    assert grid.parse_shard("auto", {"JOB_COMPLETION_INDEX": "1"}, runs=4) == (1, 4)
     assert grid.parse_shard("2/5", {}) == (2, 5)
     for text, message in (("3/2", "must be 0..N-1"), ("auto", "neither SLURM_ARRAY_TASK_ID"),
                           ("1", "expected K/N"), ("a/2", "not a whole number"),
                           ("0/0", "N at least 1")):
         with pytest.raises(UsageError, match=message):
             grid.parse_shard(text, {})
-    with pytest.raises(UsageError, match="--shard=auto/N"):
-        grid.parse_shard("auto", {"JOB_COMPLETION_INDEX": "1"})
+    with pytest.raises(UsageError, match="TFGAN_EXP_SHARDS='x' is not a whole number"):
+        grid.parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "1", "TFGAN_EXP_SHARDS": "x"})
+
+
+def slurm_array(spec):
+    """The environment of each task Slurm starts for ``sbatch --array=SPEC``."""
+    ids = []
+    for part in spec.split(","):
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        ids += list(range(int(first), int(last or first) + 1, int(step or 1)))
+    return [{"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": str(i),
+             "SLURM_ARRAY_TASK_MIN": str(min(ids)), "SLURM_ARRAY_TASK_MAX": str(max(ids)),
+             "SLURM_ARRAY_TASK_COUNT": str(len(ids)),
+             "SLURM_ARRAY_TASK_STEP": spec.rpartition(":")[2] if ":" in spec else "1"}
+            for i in ids]
+
+
+@pytest.mark.parametrize("spec", ["4,11", "0-34:2", "3-5"])
+def test_every_job_array_trains_exactly_the_shards_its_task_ids_name(spec):
+    # A resubmitted subset, a stepped array, an array that does not start at 0: task i
+    # trains shard i of the whole grid's, one run per task (18 runs here).
+    configs = grid.expand({"dataset": ["cifar10", "stl10"], "g_loss": ["minimax", "nonsat",
+                                                                       "hinge"],
+                           "seed": [0, 1, 2]}, root="g").configs
+    for environ in slurm_array(spec):
+        task = int(environ["SLURM_ARRAY_TASK_ID"])
+        index, count = grid.parse_shard("auto", environ, runs=len(configs))
+        assert (index, count) == (task, 18)
+        assert grid.shard(configs, index, count) == configs[task:task + 1]  # [] past 17
+
+
+def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_task_0(
+        tmp_path):
+    args = ["run.py", "--g_loss=minimax,hinge", f"--run_dir={tmp_path / 'grid'}",
+            "--shard=auto", "--dry_run"]
+    past = run_command(*args, env={"SLURM_ARRAY_TASK_ID": "2"})
+    assert past.returncode == 0, past.stderr
+    assert "has no runs" in past.stderr and "nothing to train" in past.stderr
+    assert past.stdout == ""
+    single = ["run.py", f"--run_dir={tmp_path / 'one'}", "--shard=auto", "--dry_run"]
+    first = run_command(*single, env={"JOB_COMPLETION_INDEX": "0"})
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"would train {tmp_path / 'one'}")
+    second = run_command(*single, env={"JOB_COMPLETION_INDEX": "1"})
+    assert second.returncode == 0 and second.stdout == "" and "has no runs" in second.stderr
 
 
 def test_every_clash_is_found_before_anything_trains(tmp_path):

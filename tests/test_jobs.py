@@ -44,8 +44,17 @@ def test_slurm_array_tasks_cover_the_grid_once(tmp_path):
     whole = run_command("run.py", "--dataset=cifar10,stl10", "--g_loss=minimax,nonsat,hinge",
                         "--seeds=3", f"--run_dir={tmp_path / 'grid'}", "--dry_run")
     assert whole.returncode == 0, whole.stderr
-    assert sorted(trained) == sorted(would_train(whole.stdout)) and len(trained) == 18
+    assert trained == would_train(whole.stdout) and len(trained) == 18  # task i: run i
     assert not os.path.exists(tmp_path / "grid")  # a dry run writes nothing
+    # Resubmitted tasks (sbatch --array=4,11) and tasks of a stepped array past the
+    # grid (--array=0-34:2 has 20..34): exactly their own shards, or none.
+    for task, runs in ((4, trained[4:5]), (11, trained[11:12]), (20, []), (34, [])):
+        result = subprocess.run(["bash", script], cwd=REPO, capture_output=True, text=True,
+                                env=dict(env, SLURM_ARRAY_TASK_ID=str(task),
+                                         SLURM_ARRAY_TASK_MIN="4",
+                                         SLURM_ARRAY_TASK_COUNT="2"))
+        assert result.returncode == 0, result.stderr
+        assert would_train(result.stdout) == runs
 
 
 def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):

@@ -140,8 +140,11 @@ flags.DEFINE_boolean("deterministic", False, "Deterministic ops (tf enable_op_de
                      "a killed and resumed run equals the uninterrupted one, bit for bit. "
                      "Slower on GPU.")
 flags.DEFINE_string("shard", "", "Train only slice K of N of the grid (K/N, 0 <= K < N), so "
-                    "that N jobs share one --run_dir; auto = Slurm's array task, auto/N = "
-                    "Slurm's or a Kubernetes Indexed Job's index with N tasks.")
+                    "that N jobs share one --run_dir. auto: K is the job array's task ID "
+                    "(Slurm's SLURM_ARRAY_TASK_ID, a Kubernetes Indexed Job's "
+                    "JOB_COMPLETION_INDEX) and N is TFGAN_EXP_SHARDS, else the number of "
+                    "runs (one per task); auto/N: N given. A task past the last shard "
+                    "has nothing to train and exits 0.")
 flags.DEFINE_integer("parallel", 1, "Train up to P runs of the grid at once, each in its own "
                      "process on its own GPU (or its share of the CPU cores), 1..256.")
 flags.DEFINE_boolean("dry_run", False, "Check the runs and print the ones this command "
@@ -227,8 +230,8 @@ def main(argv):
             raise UsageError(f"--parallel={F.parallel} with --strategy={F.strategy}: each "
                              "run of a cluster spans every worker, so runs cannot share "
                              "the machine; use --parallel=1 (or --shard across jobs)")
-        shard = grid_lib.parse_shard(F.shard)
-        if shard and not grid.is_grid:
+        shard = grid_lib.parse_shard(F.shard, runs=len(grid.configs))
+        if shard and not grid.is_grid and not F.shard.startswith("auto"):
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
         for note in grid_lib.check(grid, F.retry_diverged):  # every run, before the first
             print(f"note: {note}", file=sys.stderr)
@@ -239,6 +242,11 @@ def main(argv):
         configs = grid_lib.shard(configs, *shard)
         print(f"shard {shard[0]}/{shard[1]}: {len(configs)} of the grid's "
               f"{len(grid.configs)} runs", file=sys.stderr)
+        if not configs:
+            print(f"shard {shard[0]}/{shard[1]}: this task's index has no runs (the grid "
+                  f"has {len(grid.configs)} in {shard[1]} shard(s)); nothing to train",
+                  file=sys.stderr)
+            return
     if F.dry_run:
         defaults = Config().resolved()
         for config in configs:
@@ -250,7 +258,7 @@ def main(argv):
               file=sys.stderr)
         return
     if not grid.is_grid:
-        run_single(grid.configs[0])
+        run_single(configs[0])
         return
     grid_lib.write_search(grid)
     try:
