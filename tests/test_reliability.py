@@ -166,3 +166,34 @@ def test_a_batch_that_does_not_split_across_replicas_is_refused(tmp_path, cache_
         training.run(Config(dataset="digits", batch_size=63, cache_dir=cache_dir,
                             run_dir=run_dir))
     assert not os.path.exists(run_dir)
+
+
+def sigterm_once(args, cwd, ready, timeout=300):
+    """Starts ``python ARGS``, sends SIGTERM once ``ready()`` holds; returns the process,
+    its stderr and the seconds from the signal to its exit."""
+    process = subprocess.Popen(command_line(*args), cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    sent = time.time()
+    _, stderr = process.communicate(timeout=120)
+    return process, stderr, time.time() - sent
+
+
+def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_path):
+    # A new cache: the digits classifier is being trained (tens of seconds) when the
+    # signal comes; the run has taken its folder's lease, nothing else yet.
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["run.py", "--epochs=1", "--image_size=16", "--width=4", "--latent_dim=8",
+            f"--cache_dir={cache}", f"--run_dir={run_dir}"]
+    process, stderr, seconds = sigterm_once(
+        args, tmp_path, lambda: (run_dir / "lease.json").exists())
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped: stopped by SIGTERM before training started" in stderr
+    assert seconds < 10 and "Traceback" not in stderr
+    assert not run_dir.exists()  # created for the lease only: removed again
+    leftovers = [name for name in os.listdir(cache) if ".tmp" in name] if cache.exists() else []
+    assert leftovers == []  # no half-written cache file either

@@ -8,12 +8,12 @@ optimizer's iteration count; since the data and noise of step s depend only on
 step (``ckpt-<step>``); TensorFlow writes the data files first and then renames the
 index, so a write cut short leaves the previous checkpoint as the newest.
 """
-import signal
 import sys
 from typing import List, Optional
 
 import tensorflow as tf
 
+from tfgan_exp import stopping
 from tfgan_exp.config import UsageError
 
 
@@ -84,28 +84,30 @@ class TrainingState:
 
 
 class StopSignals:
-    """While active, ``signals`` (SIGTERM and SIGINT) are recorded instead of killing us.
+    """While active, SIGTERM and SIGINT are recorded instead of stopping us at once
+    (``stopping.deferred``); ``received`` is the signal, or None.
 
     Training polls ``received`` after every step, finishes that step, saves and exits:
     a preempted or Ctrl-C'd run loses no finished step.
     """
 
-    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-        self.handled = tuple(signals)
-        self.received: Optional[int] = None
-        self._previous = {}
+    def __init__(self):
+        self._block = None
+        self._final: Optional[int] = None
 
-    def _handle(self, signum, frame):
-        self.received = signum
+    @property
+    def received(self) -> Optional[int]:
+        return stopping.received() if self._block is not None else self._final
 
     def __enter__(self):
-        for sig in self.handled:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        self._block = stopping.deferred()
+        self._block.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._final = stopping.received()
+        block, self._block = self._block, None
+        block.__exit__(*exc)
 
 
 class ClusterStop:

@@ -16,6 +16,7 @@ from absl import flags
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
 from tfgan_exp import grid as grid_lib
 from tfgan_exp import search as search_lib
+from tfgan_exp import stopping
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
                               PRESETS, STRATEGIES, Config, TrainingDiverged, UsageError)
@@ -192,23 +193,38 @@ def grid_from_flags() -> grid_lib.Grid:
                            force_grid=bool(F.seeds))
 
 
-def run_single(config: Config) -> None:
-    """One run, with its exit status: 0 trained, 2 a user's mistake, 3 diverged, 128 + N
-    stopped by signal N (checkpointed)."""
-    from tfgan_exp import training  # imports TensorFlow: after the flags are checked
+def run_single(config: Config, child: bool = False) -> None:
+    """One run, with its exit status: 0 trained, 2 a user's mistake or a folder another
+    process is training, 3 diverged, 128 + N stopped by signal N (checkpointed).
+    ``child``: started by ``--parallel``, which reads a held folder as status 4
+    (``launch.EXIT_HELD``)."""
+    from tfgan_exp import launch, lease
     try:
+        from tfgan_exp import training  # imports TensorFlow: after the flags are checked
         training.run(config)
+        stopping.done()
+    except lease.Held as error:
+        if child:
+            print(f"note: {error}", file=sys.stderr)
+            sys.exit(launch.EXIT_HELD)
+        fail(str(error))
     except UsageError as error:
         fail(str(error))
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(3)
-    except training.Interrupted as error:
+        sys.exit(launch.EXIT_DIVERGED)
+
+
+def main(argv):
+    stopping.install()  # first: a SIGTERM from here on stops the process cleanly
+    try:
+        _main(argv)
+    except stopping.Interrupted as error:
         print(f"stopped: {error}", file=sys.stderr)
         sys.exit(128 + error.signum)  # the shell's convention for "killed by a signal"
 
 
-def main(argv):
+def _main(argv):
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # hide TensorFlow's per-checkpoint INFO lines
     if len(argv) > 1:
@@ -217,9 +233,10 @@ def main(argv):
         from tfgan_exp import launch
         launch.set_up_child()
         try:
-            run_single(Config.from_dict(json.loads(F.run_config)))
+            config = Config.from_dict(json.loads(F.run_config))
         except (ValueError, UsageError) as error:
             fail(f"--run_config: {error}")
+        run_single(config, child=True)
         return
     from tfgan_exp import launch
     try:

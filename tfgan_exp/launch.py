@@ -6,11 +6,12 @@ at a time: each is pinned to its own GPU where there are GPUs (CUDA_VISIBLE_DEVI
 to its share of the CPU cores (affinity and TensorFlow's thread pools), its output lines
 are prefixed with its run's name, and a SIGTERM or SIGINT to this process is passed to
 every run, which saves a checkpoint and stops. Either way a diverged run is recorded in
-its folder and the grid goes on.
+its folder, a run whose folder another process holds (``lease``) is skipped with a note,
+and the grid goes on.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
-1 when a run failed (crashed, or stopped with an error), 2 for a user's mistake found
-before training, 128 + N when signal N stopped it.
+1 when a run failed (crashed, or stopped with an error) or was held by another process,
+2 for a user's mistake found before training, 128 + N when signal N stopped it.
 """
 import dataclasses
 import json
@@ -24,30 +25,46 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from tfgan_exp import lease as lease_lib
+from tfgan_exp import stopping
 from tfgan_exp.config import Config, TrainingDiverged
 from tfgan_exp.rundir import RunDir
 
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
-# Exit statuses of one run's process (``cli``): the launcher reads them back.
-EXIT_USAGE, EXIT_DIVERGED = 2, 3
+# Exit statuses of one run's process (``cli``): the launcher reads them back. A run
+# started by the launcher (--run_config) exits EXIT_HELD when another process holds its
+# folder; run by a user, it exits 2 then, as for any reason it cannot start.
+EXIT_USAGE, EXIT_DIVERGED, EXIT_HELD = 2, 3, 4
+LISTED = 5  # names listed in the summary line per kind; the rest are counted
 
 
 @dataclasses.dataclass
 class Tally:
-    """How the runs of a grid ended."""
+    """How the runs of a grid ended, and which failed or were held."""
     total: int
     finished: int = 0
     diverged: int = 0
-    failed: int = 0
     signal: Optional[int] = None  # the signal that stopped the grid, if one did
+    failed_runs: List[str] = dataclasses.field(default_factory=list)
+    held_runs: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_runs)
+
+    @property
+    def held(self) -> int:
+        return len(self.held_runs)
 
     @property
     def not_run(self) -> int:
-        return self.total - self.finished - self.diverged - self.failed
+        return self.total - self.finished - self.diverged - self.failed - self.held
 
     def summary(self) -> str:
         parts = [f"{self.finished} finished", f"{self.diverged} diverged",
-                 f"{self.failed} failed"]
+                 f"{self.failed} failed{_listed(self.failed_runs)}"]
+        if self.held:
+            parts.append(f"{self.held} held by another process{_listed(self.held_runs)}")
         if self.not_run:
             parts.append(f"{self.not_run} not finished")
         line = f"grid: {self.total} runs: {', '.join(parts)}"
@@ -59,7 +76,14 @@ class Tally:
     def exit_status(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.held else 0
+
+
+def _listed(names: List[str]) -> str:
+    if not names:
+        return ""
+    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return f" ({', '.join(names[:LISTED])}{more})"
 
 
 def run_name(config: Config, root: str) -> str:
@@ -70,23 +94,33 @@ def run_name(config: Config, root: str) -> str:
 def run_sequentially(configs: List[Config], root: str) -> Tally:
     """Trains the runs one after another in this process.
 
-    A user's mistake found while a run starts (UsageError) and a signal stop the grid
-    (they propagate); a divergence is counted and the grid goes on.
+    A divergence is counted and a run whose folder another process holds is skipped with
+    a note, and the grid goes on to the next run. A user's mistake found while a run
+    starts (UsageError) and a stop signal (SIGTERM, SIGINT) stop the grid, the run under
+    way saving a checkpoint.
     """
-    from tfgan_exp import training  # imports TensorFlow
     tally = Tally(len(configs))
-    for number, config in enumerate(configs, start=1):
-        print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr, flush=True)
-        try:
-            training.run(config)
-            tally.finished += 1
-        except TrainingDiverged as error:
-            print(f"diverged: {error}", file=sys.stderr, flush=True)
-            tally.diverged += 1
-        except training.Interrupted as error:
-            tally.signal = error.signum
-            print(f"stopped: {error}", file=sys.stderr, flush=True)
-            break
+    try:
+        from tfgan_exp import training  # imports TensorFlow: a signal may come meanwhile
+        for number, config in enumerate(configs, start=1):
+            name = run_name(config, root)
+            stopping.check()  # a signal that came as the last run ended stops the grid here
+            print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr,
+                  flush=True)
+            try:
+                training.run(config)
+                tally.finished += 1
+            except TrainingDiverged as error:
+                print(f"diverged: {error}", file=sys.stderr, flush=True)
+                tally.diverged += 1
+            except lease_lib.Held as error:
+                print(f"note: {config.run_dir} is held by another process "
+                      f"({lease_lib.describe(error.holder)}); skipped", file=sys.stderr,
+                      flush=True)
+                tally.held_runs.append(name)
+    except stopping.Interrupted as error:
+        tally.signal = error.signum
+        print(f"stopped: {error}", file=sys.stderr, flush=True)
     return tally
 
 
@@ -258,7 +292,7 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
                     continue
                 child.wait()
                 del running[slot]
-                outcome = _count(tally, status)
+                outcome = _count(tally, child, status)
                 with lock:
                     print(f"[parallel] {child.name} {outcome} (exit status {status})",
                           flush=True)
@@ -276,14 +310,17 @@ def _wait_for_any(running: Dict[int, _Child]) -> None:
         time.sleep(0.2)
 
 
-def _count(tally: Tally, status: int) -> str:
+def _count(tally: Tally, child: _Child, status: int) -> str:
     if status == 0:
         tally.finished += 1
         return "finished"
     if status == EXIT_DIVERGED:
         tally.diverged += 1
         return "diverged"
+    if status == EXIT_HELD:
+        tally.held_runs.append(child.name)
+        return "held by another process; skipped"
     if status > 128 or status < 0:  # stopped by a signal, checkpointed: resumable
         return "stopped"
-    tally.failed += 1
+    tally.failed_runs.append(child.name)
     return "failed"

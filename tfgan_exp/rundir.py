@@ -9,6 +9,7 @@ Layout (one directory per run; running the same command again resumes it)::
   checkpoints/              the last few training states (tf.train.CheckpointManager)
   diverged.json             only for a run that diverged: where (epoch, step) and which
                             values were not finite; a grid skips such a run
+  lease.lock, lease.json    the lease of the process training it (``lease``)
 """
 import contextlib
 import dataclasses
@@ -16,7 +17,7 @@ import json
 import os
 import shutil
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -79,10 +80,22 @@ class RunDir:
                            for k, (old, new) in differences.items())
         return f"{self.path} holds a run with other settings ({listed})"
 
-    def prepare(self, config: Config, overwrite: bool = False) -> None:
-        """Creates the directory for ``config``, or checks that it may resume the one there."""
+    def prepare(self, config: Config, overwrite: bool = False,
+                keep: Sequence[str] = ()) -> None:
+        """Creates the directory for ``config``, or checks that it may resume the one there.
+
+        ``overwrite`` first deletes everything in the folder but the names in ``keep``
+        (the lease of the process doing it).
+        """
         if overwrite and os.path.exists(self.path):
-            shutil.rmtree(self.path)
+            for name in os.listdir(self.path):
+                if name in keep:
+                    continue
+                entry = os.path.join(self.path, name)
+                if os.path.isdir(entry) and not os.path.islink(entry):
+                    shutil.rmtree(entry)
+                else:
+                    os.remove(entry)
         clash = self.clash(config)
         if clash:
             raise UsageError(f"{clash}. Use another --run_dir, or --overwrite to delete that "

@@ -1,6 +1,9 @@
 """What a batch scheduler tells a process through its environment (Slurm, Kubernetes),
 read in one place.
 
+- ``job_id``: which job a process belongs to, for a run folder's lease: Slurm's
+  ``SLURM_ARRAY_JOB_ID_SLURM_ARRAY_TASK_ID`` (or ``SLURM_JOB_ID``), or the pod's name
+  (``HOSTNAME``) inside Kubernetes.
 - ``task_index``: the index ``--shard=auto`` takes as its shard: Slurm's
   ``SLURM_ARRAY_TASK_ID`` itself, or a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX``.
 - ``shard_count``: ``TFGAN_EXP_SHARDS``, the number of shards a job file splits its grid
@@ -14,6 +17,18 @@ from typing import Optional
 from tfgan_exp.config import UsageError
 
 SHARDS_VARIABLE = "TFGAN_EXP_SHARDS"
+
+
+def job_id(environ=None) -> str:
+    """The scheduler's name for this job ('' outside Slurm and Kubernetes)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    if environ.get("SLURM_JOB_ID"):
+        return environ["SLURM_JOB_ID"]
+    if environ.get("KUBERNETES_SERVICE_HOST") and environ.get("HOSTNAME"):
+        return environ["HOSTNAME"]  # the pod's name
+    return ""
 
 
 def _whole_number(name: str, environ) -> int:

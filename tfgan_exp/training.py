@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute, models, summaries
+from tfgan_exp import data, distribute, lease as lease_lib, models, stopping, summaries
 from tfgan_exp.evaluation.evaluator import EpochEvaluator, make_scorer
 from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
@@ -57,14 +57,14 @@ def build_gan(config: Config, image_shape) -> GAN:
     return gan
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGINT stopped training after a finished step, which was checkpointed."""
+# Raised by a stop signal (SIGTERM, SIGINT): see ``stopping``.
+Interrupted = stopping.Interrupted
 
-    def __init__(self, signum: int, step: int, checkpoint: Optional[str]):
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after step {step}; saved {checkpoint}. "
-                         "Run the same command to resume.")
+
+def stopped_after(signum: int, step: int, checkpoint: Optional[str]) -> Interrupted:
+    """The stop of a run that has trained: its last step was checkpointed."""
+    return Interrupted(signum, f"stopped by {signal.Signals(signum).name} after step {step}; "
+                       f"saved {checkpoint}. Run the same command to resume.")
 
 
 class NonFiniteGuard(tf.keras.callbacks.Callback):
@@ -203,12 +203,17 @@ def _duration(seconds: float) -> str:
 def run(config: Config) -> Optional[dict]:
     """Trains (or resumes) one run; returns the last epoch's metrics record.
 
+    The process holds the run folder's lease (``lease``) from before it reads the folder
+    until it returns: a second process on the same folder waits for a stopping holder,
+    or raises ``lease.Held``. Under a multi-worker strategy the chief takes it.
+
     Args:
       config: the settings; defaults are resolved and everything is validated first.
 
     Raises:
       UsageError: a user's mistake, found before any training step and before the run
-        directory is created.
+        directory is written (a folder created for the lease alone is removed again).
+      lease.Held: another process is training this run folder.
       TrainingDiverged: a non-finite loss or gradient norm; the last good checkpoint
         is kept.
       Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved.
@@ -226,115 +231,166 @@ def run(config: Config) -> Optional[dict]:
         tf.config.experimental.enable_op_determinism()
     check_writable(config.run_dir)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
+    stopping.reassert()  # after the strategy: see there
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise UsageError(f"--batch_size={config.batch_size} does not split across "
                          f"{replicas} replicas; use a multiple of {replicas}")
-    images = data.load_images(config.dataset, config.image_size, config.data_dir)
-    batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
-                                   config.latent_dim, config.seed)
     chief = distribute.is_chief(strategy)
     cluster = distribute.is_cluster(config.strategy, config.tpu)
     agree = distribute.agreement(strategy) if cluster else None
+    lease = _take_lease(config.run_dir, chief, agree)
+    try:
+        with (stopping.on_request(lease.mark_stopping) if lease
+              else contextlib.nullcontext()):
+            return _train(config, run_dir, strategy, chief, cluster, agree)
+    finally:
+        with stopping.deferred():  # a signal now must not cut the release short
+            if lease is not None:
+                lease.release(remove_unused=True)
+
+
+def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
+    """The chief's lease of the run folder; in a cluster every worker hears if the chief
+    could not take it (they would otherwise wait for it at the next collective)."""
+    lease, problem = None, None
+    if chief:
+        try:
+            lease = lease_lib.Lease(path).acquire()
+        except lease_lib.Held as error:
+            problem = error
+        except OSError as error:
+            problem = UsageError(f"cannot write {path}: {error}")
+    if agree is not None and agree(1 if problem else 0) and problem is None:
+        problem = UsageError(f"the chief worker could not take the lease of {path}; see "
+                             "its output")
+    if problem is not None:
+        if lease is not None:
+            lease.release(remove_unused=True)
+        raise problem
+    return lease
+
+
+def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool,
+           agree) -> Optional[dict]:
+    """``run`` once the lease is held: load, build, prepare the folder, resume, fit."""
+    replicas = strategy.num_replicas_in_sync
+    images = data.load_images(config.dataset, config.image_size, config.data_dir)
+    batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
+                                   config.latent_dim, config.seed)
     scorer = make_scorer(config, images, strategy, agree, chief)
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
 
-    existing = not config.overwrite and run_dir.saved_config() is not None
-    problem = ""
-    if chief:
+    # From here on the run folder is written: a stop signal is recorded and acted on
+    # where the run can save and stop, never in the middle of a write.
+    with StopSignals() as signals:
+        existing = not config.overwrite and run_dir.saved_config() is not None
+        problem = ""
+        if chief:
+            try:
+                run_dir.prepare(config, overwrite=config.overwrite, keep=lease_lib.FILES)
+                run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
+            except UsageError as error:
+                problem = str(error)
+            except OSError as error:  # a full or read-only disk: every worker must hear of it
+                problem = f"cannot write {config.run_dir}: {error}"
+        # In a cluster no worker reads the run directory before the chief has prepared it
+        # (with --overwrite: emptied it), and if the chief cannot, every worker stops.
+        if cluster and agree(1 if problem else 0) and not problem:
+            problem = f"the chief worker could not prepare {config.run_dir}; see its output"
+        if problem:
+            raise UsageError(problem)
+        # Non-chief workers must save too (saving is collective) but somewhere of their own.
+        checkpoint_dir = (run_dir.checkpoint_dir if chief
+                          else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
+        if not chief:
+            print(f"non-chief worker: checkpoints in {checkpoint_dir}", file=sys.stderr)
+        # Every worker resumes from the chief's checkpoints: give all the same --run_dir,
+        # on storage they share.
+        state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints,
+                              restore_directory=run_dir.checkpoint_dir)
+        spe = batches.steps_per_epoch
         try:
-            run_dir.prepare(config, overwrite=config.overwrite)
-            run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
+            start_step, restore_problem = state.restore(), ""
         except UsageError as error:
-            problem = str(error)
-        except OSError as error:  # a full or read-only disk: every worker must hear of it
-            problem = f"cannot write {config.run_dir}: {error}"
-    # In a cluster no worker reads the run directory before the chief has prepared it
-    # (with --overwrite: emptied it), and if the chief cannot, every worker stops.
-    if cluster and agree(1 if problem else 0) and not problem:
-        problem = f"the chief worker could not prepare {config.run_dir}; see its output"
-    if problem:
-        raise UsageError(problem)
-    # Non-chief workers must save too (saving is collective) but somewhere of their own.
-    checkpoint_dir = (run_dir.checkpoint_dir if chief
-                      else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
-    if not chief:
-        print(f"non-chief worker: checkpoints in {checkpoint_dir}", file=sys.stderr)
-    # Every worker resumes from the chief's checkpoints: give all the same --run_dir, on
-    # storage they share.
-    state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints,
-                          restore_directory=run_dir.checkpoint_dir)
-    spe = batches.steps_per_epoch
-    try:
-        start_step, restore_problem = state.restore(), ""
-    except UsageError as error:
-        if not cluster:
-            raise
-        start_step, restore_problem = -1, str(error)  # the others must hear of it
-    if cluster:
-        # Workers that resumed from different checkpoints would train different models
-        # in lockstep: the newest could not be read by all (storage not shared, or not
-        # yet consistent). Steps are exact up to 2**24 through the float32 collective.
-        oldest, newest = distribute.spread(agree, start_step)
-        if restore_problem:
-            raise UsageError(restore_problem)
-        if oldest < 0:
-            raise UsageError("another worker could not restore a checkpoint; see its output")
-        if newest != oldest:
-            raise UsageError(f"the workers resumed from different steps ({oldest} to "
-                             f"{newest}): give every worker the same --run_dir on storage "
-                             "they all read")
-    start_epoch, offset = divmod(start_step, spe)
-    if chief:  # what was logged after the checkpoint is logged again from here
-        run_dir.keep_metrics_through(start_epoch)
-        summaries.drop_events_after(run_dir.path, start_epoch)
-    if existing and not start_step:
-        print(f"note: {config.run_dir} holds no complete checkpoint yet; training starts "
-              "from the beginning", file=sys.stderr)
-    if start_step:
-        print(f"resuming {config.run_dir} at step {start_step} (epoch {start_epoch + 1}, "
-              f"step {offset} of {spe})", file=sys.stderr)
-    if start_epoch >= config.epochs:
-        print(f"{config.run_dir}: already trained for {start_epoch} epochs", file=sys.stderr)
-        records = run_dir.read_metrics()
-        return records[-1] if records else None
+            if not cluster:
+                raise
+            start_step, restore_problem = -1, str(error)  # the others must hear of it
+        if cluster:
+            # Workers that resumed from different checkpoints would train different
+            # models in lockstep: the newest could not be read by all (storage not
+            # shared, or not yet consistent). Steps are exact up to 2**24 through the
+            # float32 collective.
+            oldest, newest = distribute.spread(agree, start_step)
+            if restore_problem:
+                raise UsageError(restore_problem)
+            if oldest < 0:
+                raise UsageError("another worker could not restore a checkpoint; see its "
+                                 "output")
+            if newest != oldest:
+                raise UsageError(f"the workers resumed from different steps ({oldest} to "
+                                 f"{newest}): give every worker the same --run_dir on "
+                                 "storage they all read")
+        start_epoch, offset = divmod(start_step, spe)
+        if chief:  # what was logged after the checkpoint is logged again from here
+            run_dir.keep_metrics_through(start_epoch)
+            summaries.drop_events_after(run_dir.path, start_epoch)
+        if existing and not start_step:
+            print(f"note: {config.run_dir} holds no complete checkpoint yet; training "
+                  "starts from the beginning", file=sys.stderr)
+        if start_step:
+            print(f"resuming {config.run_dir} at step {start_step} (epoch "
+                  f"{start_epoch + 1}, step {offset} of {spe})", file=sys.stderr)
 
-    guard = NonFiniteGuard(state)
-    evaluators = [] if scorer is None else [EpochEvaluator(
-        scorer, strategy, gan.generator, config.eval_samples, config.latent_dim, config.seed)]
-    sampler = ReplicatedMap(strategy, lambda z: gan.generator(z, training=False))
-    recorder = EpochRecorder(config, run_dir, sampler, state, spe, batches.images_per_step,
-                             chief, evaluators, guard)
-    print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
-          f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
-          f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
-          f"{config.run_dir}", file=sys.stderr, flush=True)
-    # A run resumed within an epoch first finishes that epoch (a fit of its remaining
-    # steps, with the epoch's running means put back), then fits whole epochs.
-    phases = []
-    if offset:
-        phases.append((start_epoch, start_epoch + 1, spe - offset))
-        start_epoch += 1
-    if start_epoch < config.epochs:
-        phases.append((start_epoch, config.epochs, spe))
-    resumed_means = state.tracker_values() if offset else None
-    with StopSignals() as signals, contextlib.closing(recorder):
         stop = ClusterStop(agree, signals) if cluster else None
-        checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps, signals,
-                                        guard, resumed_means, stop)
-        for first_epoch, end_epoch, steps in phases:
-            first_step = state.step
-            gan.fit(batches.dataset(first_step, first_step + (end_epoch - first_epoch) * steps),
-                    epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                    callbacks=[guard, checkpointer, recorder], verbose=0)
-            if guard.failure or (stop.agreed if stop else signals.received) is not None:
-                break
-        if stop is not None and not guard.failure and stop.agreed is None:
-            # A signal that came after the last step's poll (say, during the last
-            # evaluation): every worker asks once more, together, so all stop alike.
-            stop.poll()
+        guard = NonFiniteGuard(state)
+        evaluators = [] if scorer is None else [EpochEvaluator(
+            scorer, strategy, gan.generator, config.eval_samples, config.latent_dim,
+            config.seed)]
+        sampler = ReplicatedMap(strategy, lambda z: gan.generator(z, training=False))
+        recorder = EpochRecorder(config, run_dir, sampler, state, spe,
+                                 batches.images_per_step, chief, evaluators, guard)
+        with contextlib.closing(recorder):
+            if start_epoch >= config.epochs:
+                print(f"{config.run_dir}: already trained for {start_epoch} epochs",
+                      file=sys.stderr)
+                records = run_dir.read_metrics()
+                return records[-1] if records else None
+            stopped_by = stop.agreed if stop else signals.received
+            if stopped_by is not None:  # came while the folder was prepared: nothing trained
+                raise Interrupted(stopped_by, f"stopped by {signal.Signals(stopped_by).name} "
+                                  "before training resumed; nothing was lost. Run the same "
+                                  "command to resume.")
+            print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
+                  f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs "
+                  f"of {spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
+                  f"{config.run_dir}", file=sys.stderr, flush=True)
+            # A run resumed within an epoch first finishes that epoch (a fit of its
+            # remaining steps, with the epoch's running means put back), then fits whole
+            # epochs.
+            phases = []
+            if offset:
+                phases.append((start_epoch, start_epoch + 1, spe - offset))
+                start_epoch += 1
+            if start_epoch < config.epochs:
+                phases.append((start_epoch, config.epochs, spe))
+            resumed_means = state.tracker_values() if offset else None
+            checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps,
+                                            signals, guard, resumed_means, stop)
+            for first_epoch, end_epoch, steps in phases:
+                first_step = state.step
+                gan.fit(batches.dataset(first_step,
+                                        first_step + (end_epoch - first_epoch) * steps),
+                        epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
+                        callbacks=[guard, checkpointer, recorder], verbose=0)
+                if guard.failure or (stop.agreed if stop else signals.received) is not None:
+                    break
+            if stop is not None and not guard.failure and stop.agreed is None:
+                # A signal that came after the last step's poll (say, during the last
+                # evaluation): every worker asks once more, together, so all stop alike.
+                stop.poll()
     if guard.failure:
         kept = state.manager.latest_checkpoint or "none yet"
         if chief:
@@ -343,7 +399,7 @@ def run(config: Config) -> Optional[dict]:
                                f"({kept}) and {run_dir.diverged_path} says where; lower "
                                "the learning rates or change the loss.")
     stopped_by = stop.agreed if stop else signals.received
-    if stopped_by is not None:
-        raise Interrupted(stopped_by, state.step, state.manager.latest_checkpoint)
+    if stopped_by is not None and state.step < config.epochs * spe:
+        # (A signal at the last step ends a complete run: nothing is left to resume.)
+        raise stopped_after(stopped_by, state.step, state.manager.latest_checkpoint)
     return recorder.last_record
-
