@@ -183,6 +183,34 @@ def sigterm_once(args, cwd, ready, timeout=300):
     return process, stderr, time.time() - sent
 
 
+def test_sigterm_during_an_evaluation_stops_at_once_and_the_resume_evaluates_it(
+        tmp_path, cache_dir):
+    # 20,000 images make the evaluation the longest part of this run (about 10 s here),
+    # its first 2 s the chunks of images through the networks. The epoch's checkpoint
+    # is written before it starts: the signal is sent the moment it appears.
+    def args(run_dir):
+        return ["run.py", "--deterministic", "--image_size=16", "--epochs=1",
+                "--width=4", "--latent_dim=8", "--eval_every=1", "--eval_samples=20000",
+                f"--cache_dir={cache_dir}", f"--run_dir={run_dir}"]
+
+    run_dir = tmp_path / "run"
+    process, stderr, seconds = sigterm_once(
+        args(run_dir), tmp_path, lambda: (run_dir / "checkpoints" / "checkpoint").exists())
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "evaluation of epoch 1 abandoned" in stderr
+    assert "stopped by SIGTERM during the evaluation of epoch 1" in stderr
+    assert seconds < 10 and "Traceback" not in stderr
+    assert not (run_dir / "metrics.jsonl").exists()  # the epoch waits for its evaluation
+    assert json.loads((run_dir / "pending_epoch.json").read_text())["epoch"] == 1
+    resumed = run_command(*args(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "evaluating epoch 1" in resumed.stderr and "training nonsat" not in resumed.stderr
+    assert not (run_dir / "pending_epoch.json").exists()
+    reference = run_command(*args(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert metrics_without_timing(run_dir) == metrics_without_timing(tmp_path / "reference")
+
+
 def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_path):
     # A new cache: the digits classifier is being trained (tens of seconds) when the
     # signal comes; the run has taken its folder's lease, nothing else yet.

@@ -9,6 +9,8 @@ Layout (one directory per run; running the same command again resumes it)::
   checkpoints/              the last few training states (tf.train.CheckpointManager)
   diverged.json             only for a run that diverged: where (epoch, step) and which
                             values were not finite; a grid skips such a run
+  pending_epoch.json        an epoch checkpointed whose evaluation has not ended yet: its
+                            training record; a resumed run evaluates it first
   lease.lock, lease.json    the lease of the process training it (``lease``)
 """
 import contextlib
@@ -49,6 +51,7 @@ class RunDir:
         self.samples_dir = os.path.join(path, "samples")
         self.checkpoint_dir = os.path.join(path, "checkpoints")
         self.diverged_path = os.path.join(path, "diverged.json")
+        self.pending_path = os.path.join(path, "pending_epoch.json")
 
     def saved_config(self):
         """The Config this directory was written for, or None for a new directory."""
@@ -119,6 +122,17 @@ class RunDir:
         if os.path.exists(self.diverged_path):
             os.remove(self.diverged_path)
 
+    def pending(self) -> Optional[dict]:
+        """The training record of an epoch checkpointed but not yet evaluated, or None."""
+        return _read_json(self.pending_path)
+
+    def write_pending(self, record: dict) -> None:
+        write_atomically(self.pending_path, json.dumps(record) + "\n")
+
+    def clear_pending(self) -> None:
+        if os.path.exists(self.pending_path):
+            os.remove(self.pending_path)
+
     def read_metrics(self) -> List[dict]:
         """The per-epoch records, skipping a last line cut short by a crash."""
         if not os.path.exists(self.metrics_path):
@@ -151,6 +165,16 @@ class RunDir:
         path = os.path.join(self.samples_dir, f"epoch_{epoch:04d}.png")
         write_atomically(path, tf.io.encode_png(grid).numpy(), binary=True)
         return path
+
+
+def _read_json(path: str) -> Optional[dict]:
+    """The JSON object in ``path``, or None when there is none (or it is not whole)."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def image_grid(images: np.ndarray, rows: int = 8) -> np.ndarray:

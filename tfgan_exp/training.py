@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_exp import data, distribute, lease as lease_lib, models, stopping, summaries
-from tfgan_exp.evaluation.evaluator import EpochEvaluator, make_scorer
+from tfgan_exp.evaluation.evaluator import EpochEvaluator, EvaluationAbandoned, make_scorer
 from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
 from tfgan_exp.gan import GAN
@@ -101,16 +101,22 @@ class NonFiniteGuard(tf.keras.callbacks.Callback):
 
 
 class EpochRecorder(tf.keras.callbacks.Callback):
-    """At each epoch's end: evaluate, draw samples, log, checkpoint, print progress.
+    """At each epoch's end: draw samples, checkpoint, evaluate, log, print progress.
 
-    Order matters for resuming: the metrics line is written before the checkpoint, and
-    a resumed run drops lines past its checkpoint, so every epoch appears exactly once.
+    Order matters for resuming. An epoch without evaluation writes its metrics line and
+    then its checkpoint; a resumed run drops lines past its checkpoint, so every epoch
+    appears exactly once. An epoch with evaluation is checkpointed first, its training
+    record kept in pending_epoch.json, and evaluated after: a stop signal then never
+    waits for an evaluation (it is abandoned between chunks, ``should_stop``), and a
+    resumed run evaluates the pending epoch before it trains on (``evaluate_pending``),
+    so every epoch still has exactly one line, with its evaluation.
     """
 
     def __init__(self, config: Config, run_dir: RunDir, sampler: ReplicatedMap,
                  state: TrainingState, steps_per_epoch: int, images_per_step: int,
                  chief: bool, evaluators: List[Evaluator] = (),
-                 guard: Optional[NonFiniteGuard] = None):
+                 guard: Optional[NonFiniteGuard] = None,
+                 should_stop: Optional[Callable[[], bool]] = None):
         super().__init__()
         self.guard = guard
         self.config = config
@@ -121,12 +127,17 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.images_per_step = images_per_step
         self.chief = chief
         self.evaluators = list(evaluators)
+        self.should_stop = should_stop
         self.fixed_z = data.fixed_noise(SAMPLE_GRID, config.latent_dim, config.seed)
         self.writer = None
         self.last_record: Optional[dict] = None
+        self.abandoned: Optional[int] = None  # the epoch whose evaluation a stop cut short
         self._epoch_seconds: List[float] = []
 
     def on_train_begin(self, logs=None):
+        self._open_writer()
+
+    def _open_writer(self):
         if self.chief and self.writer is None:
             self.writer = tf.summary.create_file_writer(self.run_dir.path)
             if self.state.step == 0:  # a resumed run's first event file has them already
@@ -153,22 +164,62 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         record["images_per_sec"] = ((step - self._start_step) * self.images_per_step
                                     / train_seconds)
         every = self.config.eval_every
-        due = every and number % every == 0
-        if due or number == self.config.epochs:
-            for evaluate in self.evaluators:
-                record.update(evaluate())
+        due = bool(self.evaluators) and (
+            (every and number % every == 0) or number == self.config.epochs)
         grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
         if self.chief:
             self.run_dir.write_samples(number, grid)
-            self.run_dir.append_metrics(record)
-            with self.writer.as_default(step=number):
-                for key, value in record.items():
-                    if key not in ("epoch", "step"):
-                        tf.summary.scalar(summaries.tag(key), value)
-                tf.summary.image("samples", grid[None])
-            self.writer.flush()
-        self.state.save()
-        self._epoch_seconds.append(time.perf_counter() - self._start)
+        if not due:
+            self._publish(record, grid)
+            self.state.save()
+            self._report(record, time.perf_counter() - self._start)
+            return
+        if self.chief:
+            self.run_dir.write_pending(record)
+        self.state.save()  # the epoch is safe before its evaluation starts
+        self._evaluate(record, grid, self._start)
+
+    def evaluate_pending(self, record: dict) -> bool:
+        """Evaluates the checkpointed epoch ``record`` (pending_epoch.json) with the
+        generator as restored; False if a stop abandoned it again."""
+        self._open_writer()
+        print(f"evaluating epoch {record['epoch']}, checkpointed before its evaluation "
+              "was stopped", file=sys.stderr, flush=True)
+        grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
+        return self._evaluate(dict(record), grid, time.perf_counter() - record["seconds"])
+
+    def _evaluate(self, record: dict, grid: np.ndarray, start: float) -> bool:
+        try:
+            for evaluate in self.evaluators:
+                record.update(evaluate(self.should_stop))
+        except EvaluationAbandoned:
+            self.abandoned = record["epoch"]
+            if self.model is not None:
+                self.model.stop_training = True
+            print(f"evaluation of epoch {record['epoch']} abandoned for the stop; the "
+                  "epoch is checkpointed and is evaluated first when the run resumes",
+                  file=sys.stderr, flush=True)
+            return False
+        self._publish(record, grid)
+        if self.chief:
+            self.run_dir.clear_pending()
+        self._report(record, time.perf_counter() - start)
+        return True
+
+    def _publish(self, record: dict, grid: np.ndarray) -> None:
+        """The epoch's metrics line and TensorBoard points (the chief writes them)."""
+        if not self.chief:
+            return
+        self.run_dir.append_metrics(record)
+        with self.writer.as_default(step=record["epoch"]):
+            for key, value in record.items():
+                if key not in ("epoch", "step"):
+                    tf.summary.scalar(summaries.tag(key), value)
+            tf.summary.image("samples", grid[None])
+        self.writer.flush()
+
+    def _report(self, record: dict, seconds: float) -> None:
+        self._epoch_seconds.append(seconds)
         self.last_record = record
         print(progress_line(record, self.config.epochs, self._epoch_seconds), flush=True)
 
@@ -216,7 +267,8 @@ def run(config: Config) -> Optional[dict]:
       lease.Held: another process is training this run folder.
       TrainingDiverged: a non-finite loss or gradient norm; the last good checkpoint
         is kept.
-      Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved.
+      Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved
+        (an evaluation under way is abandoned, and runs first on resuming).
     """
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
@@ -334,9 +386,14 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                                  f"{newest}): give every worker the same --run_dir on "
                                  "storage they all read")
         start_epoch, offset = divmod(start_step, spe)
+        pending = None
         if chief:  # what was logged after the checkpoint is logged again from here
             run_dir.keep_metrics_through(start_epoch)
             summaries.drop_events_after(run_dir.path, start_epoch)
+            pending = _pending_evaluation(run_dir, start_epoch, offset)
+        if cluster and agree(1 if pending else 0) and not chief:
+            # The chief evaluates it and writes its line; every worker takes part.
+            pending = {"epoch": start_epoch, "step": start_step, "seconds": 0.0}
         if existing and not start_step:
             print(f"note: {config.run_dir} holds no complete checkpoint yet; training "
                   "starts from the beginning", file=sys.stderr)
@@ -345,14 +402,19 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                   f"{start_epoch + 1}, step {offset} of {spe})", file=sys.stderr)
 
         stop = ClusterStop(agree, signals) if cluster else None
+        should_stop = stop.poll if stop else (lambda: signals.received is not None)
         guard = NonFiniteGuard(state)
         evaluators = [] if scorer is None else [EpochEvaluator(
             scorer, strategy, gan.generator, config.eval_samples, config.latent_dim,
             config.seed)]
         sampler = ReplicatedMap(strategy, lambda z: gan.generator(z, training=False))
         recorder = EpochRecorder(config, run_dir, sampler, state, spe,
-                                 batches.images_per_step, chief, evaluators, guard)
+                                 batches.images_per_step, chief, evaluators, guard,
+                                 should_stop)
         with contextlib.closing(recorder):
+            if pending is not None and not recorder.evaluate_pending(pending):
+                raise _stopped_in_evaluation(stop.agreed if stop else signals.received,
+                                             recorder.abandoned, state)
             if start_epoch >= config.epochs:
                 print(f"{config.run_dir}: already trained for {start_epoch} epochs",
                       file=sys.stderr)
@@ -385,9 +447,11 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                                         first_step + (end_epoch - first_epoch) * steps),
                         epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                         callbacks=[guard, checkpointer, recorder], verbose=0)
-                if guard.failure or (stop.agreed if stop else signals.received) is not None:
+                if (guard.failure or recorder.abandoned
+                        or (stop.agreed if stop else signals.received) is not None):
                     break
-            if stop is not None and not guard.failure and stop.agreed is None:
+            if (stop is not None and not guard.failure and stop.agreed is None
+                    and recorder.abandoned is None):
                 # A signal that came after the last step's poll (say, during the last
                 # evaluation): every worker asks once more, together, so all stop alike.
                 stop.poll()
@@ -399,7 +463,31 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                                f"({kept}) and {run_dir.diverged_path} says where; lower "
                                "the learning rates or change the loss.")
     stopped_by = stop.agreed if stop else signals.received
+    if recorder.abandoned is not None:
+        raise _stopped_in_evaluation(stopped_by, recorder.abandoned, state)
     if stopped_by is not None and state.step < config.epochs * spe:
         # (A signal at the last step ends a complete run: nothing is left to resume.)
         raise stopped_after(stopped_by, state.step, state.manager.latest_checkpoint)
     return recorder.last_record
+
+
+def _pending_evaluation(run_dir: RunDir, start_epoch: int, offset: int) -> Optional[dict]:
+    """The checkpointed epoch still to evaluate: pending_epoch.json when it is the epoch
+    the run resumes at and has no metrics line; else None (and a stale record is
+    dropped: the run resumed from an older checkpoint and trains that epoch again)."""
+    pending = run_dir.pending()
+    if pending is None:
+        return None
+    records = run_dir.read_metrics()
+    if (offset or pending.get("epoch") != start_epoch
+            or (records and records[-1]["epoch"] >= start_epoch)):
+        run_dir.clear_pending()
+        return None
+    return pending
+
+
+def _stopped_in_evaluation(signum: int, epoch: int, state: TrainingState) -> Interrupted:
+    return Interrupted(signum, f"stopped by {signal.Signals(signum).name} during the "
+                       f"evaluation of epoch {epoch}, which is saved "
+                       f"({state.manager.latest_checkpoint}); the same command resumes, "
+                       "evaluating it first.")
