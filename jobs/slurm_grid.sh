@@ -25,6 +25,9 @@ set -euo pipefail
 RUN_DIR=${RUN_DIR:-runs/article}
 GRID_FLAGS=${GRID_FLAGS:---dataset=cifar10,stl10 --g_loss=minimax,nonsat,hinge --seeds=3}
 PYTHON=${PYTHON:-python}
+# This task's token, carried again by a requeue: --overwrite in GRID_FLAGS deletes a run
+# once per task, not again at every requeue (the requeued task resumes it).
+export TFGAN_EXP_INVOCATION=${TFGAN_EXP_INVOCATION:-${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-}}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}}
 
 # 120 s before the time limit Slurm sends USR1 (--signal above) to this script, which
 # asks run.py to save a checkpoint and stop (SIGTERM: exit 143) and then requeues the

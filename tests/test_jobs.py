@@ -145,3 +145,28 @@ def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
     assert "tfgan_exp.prepare --dataset=stl10" in prepare  # the grid's own datasets
     assert "--dependency=afterok:101" in grid and grid.endswith("jobs/slurm_grid.sh")
     assert "--dependency=afterany:102" in report_ and "tfgan_exp.report" in report_
+
+
+def test_slurm_task_passes_its_token(tmp_path):
+    """A stand-in for Python records what the batch script hands to run.py."""
+    log = tmp_path / "log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/bash\necho "$TFGAN_EXP_INVOCATION $*" > {log}\n')
+    fake_python.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake_python), SLURM_ARRAY_JOB_ID="77",
+               SLURM_ARRAY_TASK_ID="11", SLURM_JOB_ID="90")
+    env.pop("TFGAN_EXP_INVOCATION", None)
+    result = subprocess.run(["bash", os.path.join(JOBS, "slurm_grid.sh")], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    token, *args = log.read_text().split()
+    assert token == "77_11"  # the same after a requeue: --overwrite happens once
+    assert "--shard=auto" in args
+
+
+def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
+    container = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))[
+        "spec"]["template"]["spec"]["containers"][0]
+    token = next(e for e in container["env"] if e["name"] == "TFGAN_EXP_INVOCATION")
+    assert token["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/controller-uid']")

@@ -225,3 +225,26 @@ def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_pat
     assert not run_dir.exists()  # created for the lease only: removed again
     leftovers = [name for name in os.listdir(cache) if ".tmp" in name] if cache.exists() else []
     assert leftovers == []  # no half-written cache file either
+
+
+def test_overwrite_happens_once_per_invocation_token(tmp_path, cache_dir, monkeypatch,
+                                                      capsys):
+    run_dir = str(tmp_path / "run")
+    config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
+                  eval_every=0, cache_dir=cache_dir, strategy="default", run_dir=run_dir,
+                  overwrite=True)
+    monkeypatch.setenv("TFGAN_EXP_INVOCATION", "77_4")  # a Slurm task ...
+    training.run(Config(epochs=1, **config))
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        first_line = f.readline()
+    capsys.readouterr()
+    training.run(Config(epochs=2, **config))  # ... requeued: the same command again
+    assert "resuming" in capsys.readouterr().err
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        lines = f.readlines()
+    assert lines[0] == first_line and len(lines) == 2  # the first attempt's epoch kept
+    monkeypatch.setenv("TFGAN_EXP_INVOCATION", "78_4")  # a new submission overwrites
+    training.run(Config(epochs=1, **config))
+    assert "resuming" not in capsys.readouterr().err
+    assert [r["epoch"] for r in metrics_without_timing(run_dir)] == [1]  # afresh
+    assert os.path.exists(os.path.join(run_dir, "lease.lock"))

@@ -132,7 +132,9 @@ flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. 
                     "runs/<dataset>-<g_loss>-seed<seed> for one run, runs/grid for a grid "
                     "(each run in a folder named by the settings that vary).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")
-flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again.")
+flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again; "
+                     "once per TFGAN_EXP_INVOCATION token when it is set (a requeued or "
+                     "retried job with the same token resumes instead).")
 flags.DEFINE_boolean("retry_diverged", False, "Train runs that diverged before again, from "
                      "their last good checkpoint (by default a grid skips them).")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint within epochs, every N "

@@ -177,7 +177,7 @@ def check(grid: Grid, retry_diverged: bool = False) -> List[str]:
     clashes, notes = [], []
     for config in grid.configs:
         run_dir = RunDir(config.run_dir)
-        if config.overwrite:
+        if run_dir.will_overwrite(config, scheduler.invocation()):
             continue
         clash = run_dir.clash(config)
         if clash:

@@ -26,7 +26,7 @@ import time
 from typing import Dict, List, Optional
 
 from tfgan_exp import lease as lease_lib
-from tfgan_exp import stopping
+from tfgan_exp import scheduler, stopping
 from tfgan_exp.config import Config, TrainingDiverged
 from tfgan_exp.rundir import RunDir
 
@@ -227,9 +227,11 @@ class _Child:
 def already_trained(config: Config) -> bool:
     """The run's folder records all its epochs (and no divergence) and its newest
     checkpoint is at least as far: nothing to train. (grid.check has already compared
-    the folder's settings with ``config``; --overwrite always trains.)"""
+    the folder's settings with ``config``; --overwrite trains, unless this invocation
+    has overwritten the folder already: ``RunDir.will_overwrite``.)"""
     run_dir = RunDir(config.run_dir)
-    if config.overwrite or run_dir.saved_config() is None or run_dir.divergence():
+    if (run_dir.will_overwrite(config, scheduler.invocation())
+            or run_dir.saved_config() is None or run_dir.divergence()):
         return False
     records = run_dir.read_metrics()
     if not records or records[-1]["epoch"] < config.epochs:

@@ -11,10 +11,12 @@ Layout (one directory per run; running the same command again resumes it)::
                             values were not finite; a grid skips such a run
   pending_epoch.json        an epoch checkpointed whose evaluation has not ended yet: its
                             training record; a resumed run evaluates it first
+  overwritten.json          which invocation (TFGAN_EXP_INVOCATION) last overwrote the run
   lease.lock, lease.json    the lease of the process training it (``lease``)
 """
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import shutil
@@ -41,6 +43,11 @@ def check_writable(path: str) -> None:
                          "choose a --run_dir you can write to")
 
 
+def now_stamp() -> str:
+    """The time now, UTC, ISO 8601 (as the run folder's records give it)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 class RunDir:
     """Reads and writes one run directory. Only the chief process writes."""
 
@@ -52,6 +59,7 @@ class RunDir:
         self.checkpoint_dir = os.path.join(path, "checkpoints")
         self.diverged_path = os.path.join(path, "diverged.json")
         self.pending_path = os.path.join(path, "pending_epoch.json")
+        self.overwritten_path = os.path.join(path, "overwritten.json")
 
     def saved_config(self):
         """The Config this directory was written for, or None for a new directory."""
@@ -83,12 +91,27 @@ class RunDir:
                            for k, (old, new) in differences.items())
         return f"{self.path} holds a run with other settings ({listed})"
 
-    def prepare(self, config: Config, overwrite: bool = False,
-                keep: Sequence[str] = ()) -> None:
+    def will_overwrite(self, config: Config, invocation: str = "") -> bool:
+        """Whether ``config`` deletes the run here before training: ``--overwrite``,
+        unless this folder was already overwritten by the same ``invocation`` token
+        (a requeued task or a retried pod, which must resume that run instead)."""
+        if not config.overwrite:
+            return False
+        if not invocation:
+            return True
+        try:
+            with open(self.overwritten_path) as f:
+                return json.load(f).get("invocation") != invocation
+        except (OSError, ValueError, AttributeError):
+            return True
+
+    def prepare(self, config: Config, overwrite: bool = False, keep: Sequence[str] = (),
+                invocation: str = "") -> None:
         """Creates the directory for ``config``, or checks that it may resume the one there.
 
         ``overwrite`` first deletes everything in the folder but the names in ``keep``
-        (the lease of the process doing it).
+        (the lease of the process doing it) and records ``invocation`` (if any) in
+        overwritten.json, so that the same invocation run again resumes (will_overwrite).
         """
         if overwrite and os.path.exists(self.path):
             for name in os.listdir(self.path):
@@ -99,6 +122,10 @@ class RunDir:
                     shutil.rmtree(entry)
                 else:
                     os.remove(entry)
+        if overwrite and invocation:
+            os.makedirs(self.path, exist_ok=True)
+            write_atomically(self.overwritten_path, json.dumps(
+                {"invocation": invocation, "when": now_stamp()}) + "\n")
         clash = self.clash(config)
         if clash:
             raise UsageError(f"{clash}. Use another --run_dir, or --overwrite to delete that "

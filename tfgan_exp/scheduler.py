@@ -8,6 +8,8 @@ read in one place.
   ``SLURM_ARRAY_TASK_ID`` itself, or a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX``.
 - ``shard_count``: ``TFGAN_EXP_SHARDS``, the number of shards a job file splits its grid
   into (when the command does not say ``--shard=auto/N``).
+- ``invocation``: ``TFGAN_EXP_INVOCATION``, a token the job files set that a requeued
+  task or a retried pod carries again, so that ``--overwrite`` happens once per token.
 
 Nothing here imports TensorFlow.
 """
@@ -17,6 +19,7 @@ from typing import Optional
 from tfgan_exp.config import UsageError
 
 SHARDS_VARIABLE = "TFGAN_EXP_SHARDS"
+INVOCATION_VARIABLE = "TFGAN_EXP_INVOCATION"
 
 
 def job_id(environ=None) -> str:
@@ -65,3 +68,9 @@ def shard_count(environ=None) -> Optional[int]:
     if count < 1:
         raise UsageError(f"{SHARDS_VARIABLE}={count}: the number of shards is at least 1")
     return count
+
+
+def invocation(environ=None) -> str:
+    """TFGAN_EXP_INVOCATION, or '' when it is not set."""
+    environ = os.environ if environ is None else environ
+    return environ.get(INVOCATION_VARIABLE, "")

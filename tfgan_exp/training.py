@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute, lease as lease_lib, models, stopping, summaries
+from tfgan_exp import data, distribute, lease as lease_lib, models, scheduler, stopping, summaries
 from tfgan_exp.evaluation.evaluator import EpochEvaluator, EvaluationAbandoned, make_scorer
 from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
@@ -272,8 +272,10 @@ def run(config: Config) -> Optional[dict]:
     """
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
+    invocation = scheduler.invocation()
+    overwrite = run_dir.will_overwrite(config, invocation)
     earlier = run_dir.divergence()
-    if earlier and not (config.retry_diverged or config.overwrite):
+    if earlier and not (config.retry_diverged or overwrite):
         raise TrainingDiverged(
             f"{config.run_dir} diverged before, in epoch {earlier['epoch']}, step "
             f"{earlier['step']} ({', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}"
@@ -295,7 +297,8 @@ def run(config: Config) -> Optional[dict]:
     try:
         with (stopping.on_request(lease.mark_stopping) if lease
               else contextlib.nullcontext()):
-            return _train(config, run_dir, strategy, chief, cluster, agree)
+            return _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
+                          invocation)
     finally:
         with stopping.deferred():  # a signal now must not cut the release short
             if lease is not None:
@@ -323,8 +326,8 @@ def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
     return lease
 
 
-def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool,
-           agree) -> Optional[dict]:
+def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool, agree,
+           overwrite: bool, invocation: str) -> Optional[dict]:
     """``run`` once the lease is held: load, build, prepare the folder, resume, fit."""
     replicas = strategy.num_replicas_in_sync
     images = data.load_images(config.dataset, config.image_size, config.data_dir)
@@ -338,11 +341,12 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
     # From here on the run folder is written: a stop signal is recorded and acted on
     # where the run can save and stop, never in the middle of a write.
     with StopSignals() as signals:
-        existing = not config.overwrite and run_dir.saved_config() is not None
+        existing = not overwrite and run_dir.saved_config() is not None
         problem = ""
         if chief:
             try:
-                run_dir.prepare(config, overwrite=config.overwrite, keep=lease_lib.FILES)
+                run_dir.prepare(config, overwrite=overwrite, keep=lease_lib.FILES,
+                                invocation=invocation)
                 run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
             except UsageError as error:
                 problem = str(error)
