@@ -34,15 +34,22 @@ clean:
 # by epoch 30, and the saturating loss's collapses come before epoch 15), then a random
 # search of 4 settings per loss (10 epochs each), then the report, copied to docs/.
 # PARALLEL runs train at once (default: one per CPU core). Runs go to runs/digits-study
-# (resumable: run it again after a stop). Prints its wall time.
+# (resumable: run it again after a stop). Prints its wall time. A grid with a run that
+# failed (crashed, killed) or that another process held exits non-zero: the study then
+# stops before the report, and the grid's last line names those runs.
 STUDY_DIR ?= runs/digits-study
 PARALLEL ?= $(shell nproc)
 study: $(STAMP)
 	@start=$$(date +%s); \
-	$(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --seeds=5 --epochs=30 \
-	  --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/losses $(ARGS) && \
-	$(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --search=4 --epochs=10 \
-	  --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/search $(ARGS) && \
+	if ! { $(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --seeds=5 --epochs=30 \
+	         --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/losses $(ARGS) && \
+	       $(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --search=4 --epochs=10 \
+	         --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/search $(ARGS); }; then \
+	  echo "make study: stopped before the report: a grid did not end cleanly (a run" \
+	    "failed or was held by another process, or it was stopped); its 'grid:' line" \
+	    "above names those runs. Run make study again once they can train." >&2; \
+	  exit 1; \
+	fi; \
 	$(PY) -m tfgan_exp.report $(STUDY_DIR) && \
 	rm -rf docs/digits-study && mkdir -p docs && cp -r $(STUDY_DIR)/report docs/digits-study && \
 	echo "make study: $$(( $$(date +%s) - start )) s of wall time, $(PARALLEL) run(s) at once"

@@ -252,3 +252,60 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
     again = run_command(*args)  # all trained: no process is started for them
     assert again.returncode == 0 and "started" not in again.stdout
     assert again.stdout.count("already trained for 2 epochs") == 2
+
+
+def test_a_crashing_run_is_recorded_and_a_sequential_grid_goes_on(tmp_path, cache_dir,
+                                                                   capsys):
+    root = str(tmp_path / "grid")
+    configs = grid.expand({"g_loss": ["minimax", "hinge"], "epochs": [2], "image_size": [16],
+                           "width": [4], "latent_dim": [8], "eval_every": [0],
+                           "strategy": ["default"], "cache_dir": [cache_dir]},
+                          root=root).configs
+    first = Config(**dict(vars(configs[0]), epochs=1))
+    launch.run_sequentially([first], root)
+    # A real fault in the run's input: its only checkpoint's index is garbage.
+    index = os.path.join(configs[0].run_dir, "checkpoints", "ckpt-28.index")
+    with open(index, "wb") as f:
+        f.write(b"not a checkpoint index")
+    capsys.readouterr()
+    tally = launch.run_sequentially(configs, root)
+    assert (tally.finished, tally.failed, tally.exit_status) == (1, 1, 1)
+    assert tally.summary() == "grid: 2 runs: 1 finished, 0 diverged, 1 failed (g_loss=minimax)"
+    assert f"failed: {configs[0].run_dir}: UsageError: no checkpoint" in capsys.readouterr().err
+    failure = RunDir(configs[0].run_dir).failure()
+    assert failure["error_type"] == "UsageError" and "can be restored" in failure["message"]
+    assert failure["host"] and failure["when"] and failure["traceback"]
+    assert [r["epoch"] for r in RunDir(configs[1].run_dir).read_metrics()] == [1, 2]
+    # Trained again successfully (afresh), the run's failure record goes.
+    retried = Config(**dict(vars(configs[0]), overwrite=True))
+    assert launch.run_sequentially([retried], root).finished == 1
+    assert RunDir(configs[0].run_dir).failure() is None
+
+
+def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_train(
+        tmp_path, cache_dir):
+    root = tmp_path / "grid"
+    args = ["run.py", "--g_loss=minimax,hinge", "--epochs=2", "--parallel=2", "--eval_every=0",
+            "--checkpoint_every_steps=5", *TINY, f"--cache_dir={cache_dir}",
+            f"--run_dir={root}"]
+    process = subprocess.Popen(command_line(*args), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.time() + 300
+    for line in process.stdout:
+        found = re.match(r"\[parallel\] started g_loss=minimax \(pid (\d+)", line)
+        if found:
+            victim = int(found.group(1))
+            break
+    assert victim, process.communicate()
+    while not (root / "g_loss=minimax" / "checkpoints" / "checkpoint").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    os.kill(victim, signal.SIGKILL)  # as the out-of-memory killer would
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 1, err[-3000:]
+    assert "g_loss=minimax failed: killed by SIGKILL (out of memory?)" in out
+    assert err.splitlines()[-1] == ("grid: 2 runs: 1 finished, 0 diverged, 1 failed "
+                                    "(g_loss=minimax)")
+    failure = RunDir(str(root / "g_loss=minimax")).failure()
+    assert failure["why"] == "killed by SIGKILL (out of memory?)" and failure["exit_status"] == -9
+    assert [r["epoch"] for r in RunDir(str(root / "g_loss=hinge")).read_metrics()] == [1, 2]

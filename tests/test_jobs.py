@@ -170,3 +170,21 @@ def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
     token = next(e for e in container["env"] if e["name"] == "TFGAN_EXP_INVOCATION")
     assert token["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/controller-uid']")
+
+
+def test_make_study_stops_before_the_report_when_a_run_failed(tmp_path):
+    """``make study`` with a stand-in for Python whose grid ends as one with a failed
+    run does: the report is not made, and the output says why."""
+    log = tmp_path / "log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/bash\necho "$*" >> {log}\n'
+                           'echo "grid: 15 runs: 14 finished, 0 diverged, 1 failed '
+                           '(g_loss=minimax,seed=3)" >&2\nexit 1\n')
+    fake_python.chmod(0o755)
+    result = subprocess.run(["make", "-s", "-C", REPO, "study", "STAMP=", f"PY={fake_python}",
+                             f"STUDY_DIR={tmp_path / 'study'}", "PARALLEL=1"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "1 failed (g_loss=minimax,seed=3)" in result.stderr
+    assert "make study: stopped before the report" in result.stderr
+    assert len(log.read_text().splitlines()) == 1 and "report" not in log.read_text()

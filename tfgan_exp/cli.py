@@ -196,10 +196,10 @@ def grid_from_flags() -> grid_lib.Grid:
 
 
 def run_single(config: Config, child: bool = False) -> None:
-    """One run, with its exit status: 0 trained, 2 a user's mistake or a folder another
-    process is training, 3 diverged, 128 + N stopped by signal N (checkpointed).
-    ``child``: started by ``--parallel``, which reads a held folder as status 4
-    (``launch.EXIT_HELD``)."""
+    """One run, with its exit status: 0 trained, 1 crashed (recorded in its folder's
+    failed.json), 2 a user's mistake or a folder another process is training, 3
+    diverged, 128 + N stopped by signal N (checkpointed). ``child``: started by
+    ``--parallel``, which reads a held folder as status 4 (``launch.EXIT_HELD``)."""
     from tfgan_exp import launch, lease
     try:
         from tfgan_exp import training  # imports TensorFlow: after the flags are checked
@@ -215,6 +215,11 @@ def run_single(config: Config, child: bool = False) -> None:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(launch.EXIT_DIVERGED)
+    except stopping.Interrupted:
+        raise  # main says so and exits 128 + N
+    except Exception as error:  # a crash: recorded where a grid's report will look
+        launch.record_crash(config, error)
+        sys.exit(1)
 
 
 def main(argv):

@@ -7,11 +7,14 @@ to its share of the CPU cores (affinity and TensorFlow's thread pools), its outp
 are prefixed with its run's name, and a SIGTERM or SIGINT to this process is passed to
 every run, which saves a checkpoint and stops. Either way a diverged run is recorded in
 its folder, a run whose folder another process holds (``lease``) is skipped with a note,
-and the grid goes on.
+a run that crashes or is killed (by a signal this launcher did not send: the OOM
+killer's SIGKILL, SIGABRT) is recorded in its folder's failed.json, and the grid goes
+on.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
-1 when a run failed (crashed, or stopped with an error) or was held by another process,
-2 for a user's mistake found before training, 128 + N when signal N stopped it.
+1 when a run failed (crashed, was killed, or stopped with an error) or was held by
+another process, 2 for a user's mistake found before training, 128 + N when signal N
+stopped it.
 """
 import dataclasses
 import json
@@ -23,11 +26,12 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from typing import Dict, List, Optional
 
 from tfgan_exp import lease as lease_lib
 from tfgan_exp import scheduler, stopping
-from tfgan_exp.config import Config, TrainingDiverged
+from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.rundir import RunDir
 
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
@@ -94,10 +98,11 @@ def run_name(config: Config, root: str) -> str:
 def run_sequentially(configs: List[Config], root: str) -> Tally:
     """Trains the runs one after another in this process.
 
-    A divergence is counted and a run whose folder another process holds is skipped with
-    a note, and the grid goes on to the next run. A user's mistake found while a run
-    starts (UsageError) and a stop signal (SIGTERM, SIGINT) stop the grid, the run under
-    way saving a checkpoint.
+    A divergence is counted; a run whose folder another process holds is skipped with
+    a note; a run that crashes (any other exception: out of memory, an unreadable
+    checkpoint, an I/O error, a problem found only once it starts) is recorded in its
+    folder's failed.json; and the grid goes on to the next run. A stop signal (SIGTERM,
+    SIGINT) stops the grid, the run under way saving a checkpoint.
     """
     tally = Tally(len(configs))
     try:
@@ -118,10 +123,33 @@ def run_sequentially(configs: List[Config], root: str) -> Tally:
                       f"({lease_lib.describe(error.holder)}); skipped", file=sys.stderr,
                       flush=True)
                 tally.held_runs.append(name)
+            except stopping.Interrupted:
+                raise
+            except Exception as error:  # a crash of this run: the others still train
+                record_crash(config, error)
+                tally.failed_runs.append(name)
     except stopping.Interrupted as error:
         tally.signal = error.signum
         print(f"stopped: {error}", file=sys.stderr, flush=True)
     return tally
+
+
+def record_crash(config: Config, error: BaseException) -> None:
+    """Says on stderr that the run crashed (with the traceback, unless it is a user's
+    mistake) and records it in its folder's failed.json."""
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    if not isinstance(error, UsageError):
+        print("".join(lines).rstrip(), file=sys.stderr)
+    message = str(error).strip()
+    why = f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+    print(f"failed: {config.run_dir}: {why}", file=sys.stderr, flush=True)
+    try:
+        RunDir(config.run_dir).record_failure(
+            why, error_type=type(error).__name__, message=message,
+            traceback="".join(lines).rstrip().splitlines()[-10:])
+    except OSError as write_error:
+        print(f"warning: cannot record the failure in {config.run_dir}: {write_error}",
+              file=sys.stderr, flush=True)
 
 
 def visible_gpus(environ=None) -> List[str]:
@@ -198,6 +226,7 @@ class _Child:
 
     def __init__(self, config: Config, name: str, slot: int, placement: dict, lock):
         self.config, self.name, self.slot = config, name, slot
+        self.started = time.time()
         env = dict(os.environ, **placement["environ"])
         # The child imports this package from where this process found it.
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -294,7 +323,7 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
                     continue
                 child.wait()
                 del running[slot]
-                outcome = _count(tally, child, status)
+                outcome = _count(tally, child, status, received)
                 with lock:
                     print(f"[parallel] {child.name} {outcome} (exit status {status})",
                           flush=True)
@@ -312,7 +341,10 @@ def _wait_for_any(running: Dict[int, _Child]) -> None:
         time.sleep(0.2)
 
 
-def _count(tally: Tally, child: _Child, status: int) -> str:
+def _count(tally: Tally, child: _Child, status: int, forwarded: List[int]) -> str:
+    """Counts how a child ended; records a failure in its run's folder. A child ended by
+    a signal this launcher forwarded was stopped (checkpointed, resumable); by another
+    one (the OOM killer's SIGKILL, SIGABRT), it failed."""
     if status == 0:
         tally.finished += 1
         return "finished"
@@ -322,7 +354,35 @@ def _count(tally: Tally, child: _Child, status: int) -> str:
     if status == EXIT_HELD:
         tally.held_runs.append(child.name)
         return "held by another process; skipped"
-    if status > 128 or status < 0:  # stopped by a signal, checkpointed: resumable
+    signum = -status if status < 0 else status - 128 if status > 128 else None
+    if signum is not None and signum in forwarded:
         return "stopped"
+    run_dir = RunDir(child.config.run_dir)
+    if signum is not None:
+        why = _signal_death(signum, status)
+    else:
+        why = f"exited with status {status}"
+    try:
+        recorded = os.path.getmtime(run_dir.failed_path) >= child.started
+    except OSError:
+        recorded = False
+    if signum is not None or not recorded:  # the child could not write it itself
+        try:
+            run_dir.record_failure(why, exit_status=status)
+        except OSError as error:
+            print(f"warning: cannot record the failure in {run_dir.path}: {error}",
+                  file=sys.stderr, flush=True)
     tally.failed_runs.append(child.name)
-    return "failed"
+    return f"failed: {why}"
+
+
+def _signal_death(signum: int, status: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    if status > 0:  # 128 + N from the process itself (e.g. a SIGTERM sent to it alone)
+        return f"exited with status {status} ({name}, not sent by the grid)"
+    hint = {signal.SIGKILL: " (out of memory?)", signal.SIGABRT: " (aborted)",
+            signal.SIGSEGV: " (segmentation fault)"}.get(signum, "")
+    return f"killed by {name}{hint}"

@@ -9,6 +9,8 @@ Layout (one directory per run; running the same command again resumes it)::
   checkpoints/              the last few training states (tf.train.CheckpointManager)
   diverged.json             only for a run that diverged: where (epoch, step) and which
                             values were not finite; a grid skips such a run
+  failed.json               only for a run whose last attempt crashed or was killed: when,
+                            on which host, why; removed by the next attempt that succeeds
   pending_epoch.json        an epoch checkpointed whose evaluation has not ended yet: its
                             training record; a resumed run evaluates it first
   overwritten.json          which invocation (TFGAN_EXP_INVOCATION) last overwrote the run
@@ -20,6 +22,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import uuid
 from typing import Dict, List, Optional, Sequence
 
@@ -58,6 +61,7 @@ class RunDir:
         self.samples_dir = os.path.join(path, "samples")
         self.checkpoint_dir = os.path.join(path, "checkpoints")
         self.diverged_path = os.path.join(path, "diverged.json")
+        self.failed_path = os.path.join(path, "failed.json")
         self.pending_path = os.path.join(path, "pending_epoch.json")
         self.overwritten_path = os.path.join(path, "overwritten.json")
 
@@ -148,6 +152,21 @@ class RunDir:
     def clear_divergence(self) -> None:
         if os.path.exists(self.diverged_path):
             os.remove(self.diverged_path)
+
+    def failure(self) -> Optional[dict]:
+        """Why the last attempt failed (``record_failure``'s record), or None."""
+        return _read_json(self.failed_path)
+
+    def record_failure(self, why: str, **details) -> None:
+        """Writes failed.json: the last attempt crashed or was killed; ``why`` says how."""
+        os.makedirs(self.path, exist_ok=True)
+        record = dict({"when": now_stamp(), "host": socket.gethostname(), "why": why},
+                      **details)
+        write_atomically(self.failed_path, json.dumps(record, indent=2) + "\n")
+
+    def clear_failure(self) -> None:
+        if os.path.exists(self.failed_path):
+            os.remove(self.failed_path)
 
     def pending(self) -> Optional[dict]:
         """The training record of an epoch checkpointed but not yet evaluated, or None."""

@@ -297,8 +297,11 @@ def run(config: Config) -> Optional[dict]:
     try:
         with (stopping.on_request(lease.mark_stopping) if lease
               else contextlib.nullcontext()):
-            return _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
-                          invocation)
+            record = _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
+                            invocation)
+        if chief:
+            run_dir.clear_failure()  # this attempt succeeded: an older failure is history
+        return record
     finally:
         with stopping.deferred():  # a signal now must not cut the release short
             if lease is not None:
