@@ -11,7 +11,7 @@ import pytest
 from conftest import command_line, run_command
 from tfgan_exp import grid, launch, losses, report, search
 from tfgan_exp.config import Config, UsageError
-from tfgan_exp.rundir import RunDir
+from tfgan_exp.rundir import RunDir, check_writable
 
 TINY = ["--image_size=16", "--width=4", "--latent_dim=8", "--eval_samples=100"]
 
@@ -136,6 +136,57 @@ def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_
     assert first.stdout.startswith(f"would train {tmp_path / 'one'}")
     second = run_command(*single, env={"JOB_COMPLETION_INDEX": "1"})
     assert second.returncode == 0 and second.stdout == "" and "has no runs" in second.stderr
+
+
+def finished_run(config):
+    """A run folder that says it trained all of ``config``'s epochs, as training leaves
+    it: config.json, a metrics line per epoch, the checkpoint state naming the last."""
+    run_dir = RunDir(config.run_dir)
+    run_dir.prepare(config)
+    for epoch in range(1, config.epochs + 1):
+        run_dir.append_metrics({"epoch": epoch, "step": 28 * epoch})
+    with open(os.path.join(run_dir.checkpoint_dir, "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "ckpt-{28 * config.epochs}"\n')
+    return run_dir
+
+
+def test_a_dry_run_of_a_half_finished_grid_says_what_it_would_do_with_each_run(tmp_path):
+    root = str(tmp_path / "grid")
+    configs = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "epochs": [2]},
+                          root=root).configs
+    finished_run(configs[0])
+    RunDir(configs[1].run_dir).prepare(configs[1])
+    RunDir(configs[1].run_dir).record_divergence({"epoch": 1, "step": 3, "values": {}})
+    result = run_command("run.py", "--g_loss=minimax,nonsat,hinge", "--epochs=2",
+                         f"--run_dir={root}", "--dry_run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"finished {root}/g_loss=minimax"
+    assert lines[1] == f"diverged (skipped) {root}/g_loss=nonsat"
+    assert lines[2].startswith(f"would train {root}/g_loss=hinge  (") and len(lines) == 3
+    assert result.stderr.splitlines()[-1].startswith(
+        "dry run: 1 would train, 1 finished, 1 diverged (skipped), 0 held by another process")
+
+
+def test_a_grid_whose_second_dataset_cannot_be_had_stops_before_its_first_run(tmp_path):
+    # Offline, cifar10 is neither prepared nor downloadable; online, the Inception model
+    # given is missing all the same. Either stops the grid before the digits run trains.
+    root = tmp_path / "grid"
+    result = run_command("run.py", "--dataset=digits,cifar10", "--epochs=1",
+                         f"--data_dir={tmp_path / 'nodata'}",
+                         f"--inception_model={tmp_path / 'no-inception'}",
+                         f"--run_dir={root}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "found before the first run of the grid trained" in errors[0]
+    assert "no SavedModel there" in result.stderr and "Traceback" not in result.stderr
+    assert not root.exists() and "[grid" not in result.stderr
+
+
+def test_a_folder_root_may_not_write_is_refused_before_anything_starts():
+    # os.access says yes to root for /proc; only creating a file there tells.
+    with pytest.raises(UsageError, match="cannot create a file in /proc|not a writable"):
+        check_writable("/proc/tfgan_exp_run")
 
 
 def test_every_clash_is_found_before_anything_trains(tmp_path):

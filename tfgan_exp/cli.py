@@ -150,8 +150,10 @@ flags.DEFINE_string("shard", "", "Train only slice K of N of the grid (K/N, 0 <=
                     "has nothing to train and exits 0.")
 flags.DEFINE_integer("parallel", 1, "Train up to P runs of the grid at once, each in its own "
                      "process on its own GPU (or its share of the CPU cores), 1..256.")
-flags.DEFINE_boolean("dry_run", False, "Check the runs and print the ones this command "
-                     "(this --shard) would train, then stop: nothing is trained or written.")
+flags.DEFINE_boolean("dry_run", False, "Check the runs' settings and folders and print "
+                     "what this command (this --shard) would do with each: would train, "
+                     "finished, diverged (skipped) or held by another process; then stop: "
+                     "nothing is trained or written, and data and models are not loaded.")
 flags.DEFINE_string("run_config", "", "Internal (used by --parallel): train the one run "
                     "this JSON Config describes.")
 
@@ -222,6 +224,35 @@ def run_single(config: Config, child: bool = False) -> None:
         sys.exit(1)
 
 
+def _dry_run(configs: List[Config], retry_diverged: bool) -> None:
+    """Prints what the command would do with each run, and a count of each kind."""
+    from tfgan_exp import launch, preflight
+    defaults = Config().resolved()
+    counts = {"train": 0, "finished": 0, "diverged": 0, "held": 0}
+    for config in configs:
+        kind, detail = launch.plan(config, retry_diverged)
+        counts[kind] += 1
+        if kind == "train":
+            changed = [f"{f.name}={grid_lib.format_value(getattr(config, f.name))}"
+                       for f in dataclasses.fields(Config) if f.name != "run_dir"
+                       and getattr(config, f.name) != getattr(defaults, f.name)]
+            print(f"would train {config.run_dir}  ({', '.join(changed) or 'defaults'})")
+        elif kind == "finished":
+            print(f"finished {config.run_dir}")
+        elif kind == "diverged":
+            print(f"diverged (skipped) {config.run_dir}")
+        else:
+            print(f"held by another process {config.run_dir}  ({detail})")
+    problems = preflight.folder_problems(
+        [c for c in configs if launch.plan(c, retry_diverged)[0] == "train"])
+    if problems:
+        raise UsageError("\n".join(problems))
+    print(f"dry run: {counts['train']} would train, {counts['finished']} finished, "
+          f"{counts['diverged']} diverged (skipped), {counts['held']} held by another "
+          "process; data and models are checked when it runs; nothing was trained or "
+          "written", file=sys.stderr)
+
+
 def main(argv):
     stopping.install()  # first: a SIGTERM from here on stops the process cleanly
     try:
@@ -245,7 +276,7 @@ def _main(argv):
             fail(f"--run_config: {error}")
         run_single(config, child=True)
         return
-    from tfgan_exp import launch
+    from tfgan_exp import launch, preflight
     try:
         grid = grid_from_flags()
         if not 1 <= F.parallel <= 256:
@@ -272,18 +303,19 @@ def _main(argv):
                   file=sys.stderr)
             return
     if F.dry_run:
-        defaults = Config().resolved()
-        for config in configs:
-            changed = [f"{f.name}={grid_lib.format_value(getattr(config, f.name))}"
-                       for f in dataclasses.fields(Config) if f.name != "run_dir"
-                       and getattr(config, f.name) != getattr(defaults, f.name)]
-            print(f"would train {config.run_dir}  ({', '.join(changed) or 'defaults'})")
-        print(f"dry run: {len(configs)} run(s) checked; nothing was trained or written",
-              file=sys.stderr)
+        try:
+            _dry_run(configs, F.retry_diverged)
+        except UsageError as error:
+            fail(str(error))
         return
     if not grid.is_grid:
         run_single(configs[0])
         return
+    try:  # every run this command will train can start: before the first one does
+        preflight.check([c for c in configs if launch.plan(c, F.retry_diverged)[0]
+                         not in ("finished", "diverged")])
+    except UsageError as error:
+        fail(str(error))
     grid_lib.write_search(grid)
     try:
         if F.parallel > 1:

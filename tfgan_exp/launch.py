@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tfgan_exp import lease as lease_lib
 from tfgan_exp import scheduler, stopping
@@ -272,6 +272,21 @@ def already_trained(config: Config) -> bool:
     except OSError:
         return False
     return bool(newest) and int(newest.group(1)) >= records[-1]["step"]
+
+
+def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
+    """What a grid would do with ``config``'s run, as (kind, detail): ("train", ""),
+    ("finished", ""), ("diverged", "") when it is skipped, or ("held", who holds it)."""
+    run_dir = RunDir(config.run_dir)
+    if already_trained(config):
+        return "finished", ""
+    if (run_dir.divergence() and not retry_diverged
+            and not run_dir.will_overwrite(config, scheduler.invocation())):
+        return "diverged", ""
+    holder = lease_lib.holder(config.run_dir)
+    if holder is not None and holder.get("state") != "stopping":
+        return "held", lease_lib.describe(holder)
+    return "train", ""
 
 
 def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:

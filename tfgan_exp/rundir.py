@@ -31,10 +31,13 @@ import numpy as np
 from tfgan_exp.config import RESUMABLE_SETTINGS, Config, UsageError
 
 
-def check_writable(path: str) -> None:
-    """Raises UsageError unless ``path`` is, or could be created as, a writable directory.
+def check_writable(path: str) -> str:
+    """Raises UsageError unless ``path`` is, or could be created as, a writable directory;
+    returns the directory it tried (``path``, or its nearest existing parent).
 
-    Creates nothing: a run that never starts leaves nothing behind.
+    It creates a file there and removes it: ``os.access`` alone says yes to root for
+    ``/proc`` or a read-only mount. Nothing else is created: a run that never starts
+    leaves nothing behind.
     """
     probe = os.path.abspath(path)
     if os.path.exists(probe) and not os.path.isdir(probe):
@@ -44,6 +47,15 @@ def check_writable(path: str) -> None:
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"--run_dir={path}: {probe} is not a writable directory; "
                          "choose a --run_dir you can write to")
+    name = os.path.join(probe, f".tfgan_exp-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.remove(name)
+    except OSError as error:
+        raise UsageError(f"--run_dir={path}: cannot create a file in {probe} "
+                         f"({error.strerror or error}); choose a --run_dir you can write "
+                         "to") from None
+    return probe
 
 
 def now_stamp() -> str:
