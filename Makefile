@@ -9,7 +9,7 @@ REQUIREMENTS := $(if $(filter 1,$(GPU)),requirements-gpu.txt,requirements.txt)
 STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu,)-stamp
 ARGS ?=
 
-.PHONY: install demo test study bench clean
+.PHONY: install demo test study bench clean clean-runs
 
 $(STAMP): requirements.txt requirements-gpu.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Removes the virtual environment only: runs/ holds results, which `make clean-runs`
+# removes, when asked for by name.
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV)
+
+clean-runs:
+	rm -rf runs
 
 # The article's comparison, offline: the three generator losses x 5 seeds on digits,
 # 30 epochs each (in the 60-epoch study every curve was within 0.2 of its epoch-60 score

@@ -28,6 +28,13 @@ PYTHON=${PYTHON:-python}
 # This task's token, carried again by a requeue: --overwrite in GRID_FLAGS deletes a run
 # once per task, not again at every requeue (the requeued task resumes it).
 export TFGAN_EXP_INVOCATION=${TFGAN_EXP_INVOCATION:-${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-}}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}}
+# A SIGKILL (the node fails, the grace after SIGTERM runs out) loses the steps since the
+# last checkpoint: at most CHECKPOINT_EVERY steps, i.e. CHECKPOINT_EVERY x the step time
+# (python -m tfgan_exp.bench: train_step_ms). A CIFAR-10 step is ~205 GFLOP (64 images
+# x 3.2); at the 472 ms it took on a 2-core CPU, 1000 steps are 7.9 min, and a GPU that
+# sustains 10 TFLOP/s on it does them in ~20 s. Each save writes ~80 MB (STL-10: ~100 MB):
+# G, D and both Adam optimizers' moments.
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-1000}
 
 # 120 s before the time limit Slurm sends USR1 (--signal above) to this script, which
 # asks run.py to save a checkpoint and stop (SIGTERM: exit 143) and then requeues the
@@ -36,7 +43,8 @@ export TFGAN_EXP_INVOCATION=${TFGAN_EXP_INVOCATION:-${SLURM_ARRAY_JOB_ID:-${SLUR
 time_limit=0
 trap 'time_limit=1; kill -TERM "$child" 2>/dev/null || true' USR1
 trap 'kill -TERM "$child" 2>/dev/null || true' TERM
-$PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto ${EXTRA_FLAGS:-} &
+$PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto \
+  --checkpoint_every_steps="$CHECKPOINT_EVERY" ${EXTRA_FLAGS:-} &
 child=$!
 status=0
 wait "$child" || status=$?

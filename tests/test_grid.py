@@ -189,6 +189,15 @@ def test_a_folder_root_may_not_write_is_refused_before_anything_starts():
         check_writable("/proc/tfgan_exp_run")
 
 
+def test_a_sequential_grid_decides_already_trained_before_loading_anything(tmp_path):
+    # A finished cifar10 run whose data is not on this machine: counted, never loaded.
+    config = Config(dataset="cifar10", epochs=1, data_dir=str(tmp_path / "nodata"),
+                    run_dir=str(tmp_path / "grid" / "dataset=cifar10")).resolved()
+    finished_run(config)
+    tally = launch.run_sequentially([config], str(tmp_path / "grid"))
+    assert (tally.finished, tally.failed, tally.exit_status) == (1, 0, 0)
+
+
 def test_every_clash_is_found_before_anything_trains(tmp_path):
     root = str(tmp_path / "grid")
     # An earlier run with --width=8 in the folder the nonsat run of this grid would use.
@@ -360,3 +369,50 @@ def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_trai
     failure = RunDir(str(root / "g_loss=minimax")).failure()
     assert failure["why"] == "killed by SIGKILL (out of memory?)" and failure["exit_status"] == -9
     assert [r["epoch"] for r in RunDir(str(root / "g_loss=hinge")).read_metrics()] == [1, 2]
+
+
+def test_a_signal_that_comes_while_a_child_starts_reaches_it(tmp_path, cache_dir,
+                                                             monkeypatch):
+    # The signal is timed by the process start itself (not by the launcher under test):
+    # it arrives after the launcher decided to start the child, before Popen returns.
+    real_popen = subprocess.Popen
+
+    def popen_with_a_signal(command, *args, **kwargs):
+        if "tfgan_exp.cli" in command:  # a run's process, not some other tool
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen_with_a_signal)
+    root = str(tmp_path / "grid")
+    config = Config(g_loss="hinge", epochs=1, image_size=16, width=4, latent_dim=8,
+                    eval_every=0, cache_dir=cache_dir,
+                    run_dir=os.path.join(root, "g_loss=hinge")).resolved()
+    tally = launch.run_in_parallel([config], root, parallel=2)
+    assert tally.signal == signal.SIGTERM and tally.exit_status == 128 + signal.SIGTERM
+    assert (tally.finished, tally.failed) == (0, 0)  # stopped, not trained, not failed
+    assert RunDir(config.run_dir).read_metrics() == []
+
+
+def fake_nvidia_smi(folder, listing, indices):
+    tool = folder / "nvidia-smi"
+    tool.write_text(f"#!/bin/bash\nif [ \"$1\" = -L ]; then printf '{listing}'; "
+                    f"else printf '{indices}'; fi\n")
+    tool.chmod(0o755)
+
+
+def test_gpus_for_parallel_runs_are_nvidia_smis_indices_and_need_no_nvidia_smi(tmp_path):
+    mig = ("GPU 0: NVIDIA A100 (UUID: GPU-a)\\n  MIG 3g.20gb Device 0: (UUID: MIG-b)\\n"
+           "GPU 1: NVIDIA A100 (UUID: GPU-c)\\n")
+    fake_nvidia_smi(tmp_path, mig, "0\\n1\\n")
+    environ = {"PATH": str(tmp_path)}
+    assert launch.visible_gpus(environ, proc_dir=str(tmp_path / "none")) == ["0", "1"]
+    # No nvidia-smi at all: the driver's list of GPUs, not "every child every GPU".
+    proc = tmp_path / "proc"
+    for bus in ("0000:17:00.0", "0000:65:00.0"):
+        (proc / bus).mkdir(parents=True)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    assert launch.visible_gpus({"PATH": str(empty)}, proc_dir=str(proc)) == ["0", "1"]
+    placed = launch.slot_environment(1, 2, [0, 1], ["0", "1"])["environ"]
+    assert placed["CUDA_VISIBLE_DEVICES"] == "1" and placed["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert launch.visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3", "5"]

@@ -147,7 +147,7 @@ def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
     assert "--dependency=afterany:102" in report_ and "tfgan_exp.report" in report_
 
 
-def test_slurm_task_passes_its_token(tmp_path):
+def test_slurm_task_passes_its_token_and_checkpoints_every_few_minutes(tmp_path):
     """A stand-in for Python records what the batch script hands to run.py."""
     log = tmp_path / "log"
     fake_python = tmp_path / "python"
@@ -161,7 +161,7 @@ def test_slurm_task_passes_its_token(tmp_path):
     assert result.returncode == 0, result.stderr
     token, *args = log.read_text().split()
     assert token == "77_11"  # the same after a requeue: --overwrite happens once
-    assert "--shard=auto" in args
+    assert "--shard=auto" in args and "--checkpoint_every_steps=1000" in args
 
 
 def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
@@ -170,6 +170,17 @@ def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
     token = next(e for e in container["env"] if e["name"] == "TFGAN_EXP_INVOCATION")
     assert token["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/controller-uid']")
+    assert "--checkpoint_every_steps=1000" in container["args"]
+
+
+def test_make_clean_keeps_runs_which_only_clean_runs_removes():
+    clean = subprocess.run(["make", "-n", "-C", REPO, "clean"], capture_output=True,
+                           text=True)
+    assert clean.returncode == 0 and "rm -rf .venv" in clean.stdout
+    assert "runs" not in clean.stdout
+    clean_runs = subprocess.run(["make", "-n", "-C", REPO, "clean-runs"],
+                                capture_output=True, text=True)
+    assert clean_runs.returncode == 0 and "rm -rf runs" in clean_runs.stdout
 
 
 def test_make_study_stops_before_the_report_when_a_run_failed(tmp_path):

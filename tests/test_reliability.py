@@ -227,6 +227,26 @@ def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_pat
     assert leftovers == []  # no half-written cache file either
 
 
+def test_a_missing_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path,
+                                                                             cache_dir,
+                                                                             capsys):
+    from tfgan_exp import launch
+    run_dir = str(tmp_path / "run")
+    config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
+                  eval_every=0, checkpoint_every_steps=10, cache_dir=cache_dir,
+                  strategy="default", run_dir=run_dir)
+    training.run(Config(epochs=1, **config))
+    os.remove(os.path.join(run_dir, "checkpoints", "checkpoint"))  # lost: ckpt-* remain
+    assert launch.already_trained(Config(epochs=1, **config).resolved())
+    training.run(Config(epochs=2, **config))
+    err = capsys.readouterr().err
+    assert "resuming" in err and "at step 28" in err
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+    # The state file is written again, listing them: they are kept and deleted as usual.
+    assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")).endswith("ckpt-56")
+
+
 def test_overwrite_happens_once_per_invocation_token(tmp_path, cache_dir, monkeypatch,
                                                       capsys):
     run_dir = str(tmp_path / "run")

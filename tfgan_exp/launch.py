@@ -5,11 +5,11 @@ run as a process of its own (``python -m tfgan_exp.cli --run_config=JSON``), at 
 at a time: each is pinned to its own GPU where there are GPUs (CUDA_VISIBLE_DEVICES) and
 to its share of the CPU cores (affinity and TensorFlow's thread pools), its output lines
 are prefixed with its run's name, and a SIGTERM or SIGINT to this process is passed to
-every run, which saves a checkpoint and stops. Either way a diverged run is recorded in
-its folder, a run whose folder another process holds (``lease``) is skipped with a note,
-a run that crashes or is killed (by a signal this launcher did not send: the OOM
-killer's SIGKILL, SIGABRT) is recorded in its folder's failed.json, and the grid goes
-on.
+every run, which saves a checkpoint and stops. Either way a run already trained is
+counted without loading anything, a diverged run is recorded in its folder, a run whose
+folder another process holds (``lease``) is skipped with a note, a run that crashes or
+is killed (by a signal this launcher did not send: the OOM killer's SIGKILL, SIGABRT) is
+recorded in its folder's failed.json, and the grid goes on.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
 1 when a run failed (crashed, was killed, or stopped with an error) or was held by
@@ -98,11 +98,12 @@ def run_name(config: Config, root: str) -> str:
 def run_sequentially(configs: List[Config], root: str) -> Tally:
     """Trains the runs one after another in this process.
 
-    A divergence is counted; a run whose folder another process holds is skipped with
-    a note; a run that crashes (any other exception: out of memory, an unreadable
-    checkpoint, an I/O error, a problem found only once it starts) is recorded in its
-    folder's failed.json; and the grid goes on to the next run. A stop signal (SIGTERM,
-    SIGINT) stops the grid, the run under way saving a checkpoint.
+    A run already trained is counted before anything is loaded for it. A divergence is
+    counted; a run whose folder another process holds is skipped with a note; a run
+    that crashes (any other exception: out of memory, an unreadable checkpoint, an I/O
+    error, a problem found only once it starts) is recorded in its folder's failed.json;
+    and the grid goes on to the next run. A stop signal (SIGTERM, SIGINT) stops the grid,
+    the run under way saving a checkpoint.
     """
     tally = Tally(len(configs))
     try:
@@ -112,6 +113,11 @@ def run_sequentially(configs: List[Config], root: str) -> Tally:
             stopping.check()  # a signal that came as the last run ended stops the grid here
             print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr,
                   flush=True)
+            if already_trained(config):
+                print(f"{config.run_dir}: already trained for {config.epochs} epochs",
+                      file=sys.stderr, flush=True)
+                tally.finished += 1
+                continue
             try:
                 training.run(config)
                 tally.finished += 1
@@ -152,23 +158,42 @@ def record_crash(config: Config, error: BaseException) -> None:
               file=sys.stderr, flush=True)
 
 
-def visible_gpus(environ=None) -> List[str]:
+def visible_gpus(environ=None, proc_dir: str = "/proc/driver/nvidia/gpus",
+                 dev_dir: str = "/dev") -> List[str]:
     """The NVIDIA GPUs a child process may be given, as CUDA_VISIBLE_DEVICES entries.
 
-    CUDA_VISIBLE_DEVICES when it is set, else one entry per GPU ``nvidia-smi -L`` lists,
-    else none. Found without importing TensorFlow, which would claim the GPUs' memory.
+    CUDA_VISIBLE_DEVICES when it is set; else the indices ``nvidia-smi --query-gpu=index``
+    prints (never line numbers of ``nvidia-smi -L``, whose MIG lines would shift them);
+    else, without a working nvidia-smi, one index per GPU the driver lists in
+    ``proc_dir`` (or per ``/dev/nvidiaN``), so that a missing tool does not give every
+    child every GPU; else none. Children get CUDA_DEVICE_ORDER=PCI_BUS_ID, the order
+    of nvidia-smi's indices. Found without importing TensorFlow, which would claim the
+    GPUs' memory.
     """
     environ = os.environ if environ is None else environ
     if "CUDA_VISIBLE_DEVICES" in environ:
         return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
-    if not shutil.which("nvidia-smi"):
-        return []
+    tool = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if tool:
+        try:
+            listing = subprocess.run([tool, "--query-gpu=index", "--format=csv,noheader"],
+                                     capture_output=True, text=True, timeout=30)
+            indices = [line.strip() for line in listing.stdout.splitlines()
+                       if line.strip().isdigit()]
+            if listing.returncode == 0 and indices:
+                return indices
+        except (OSError, subprocess.SubprocessError):
+            pass
+    count = len(_entries(proc_dir)) or len(
+        [name for name in _entries(dev_dir) if re.fullmatch(r"nvidia\d+", name)])
+    return [str(index) for index in range(count)]
+
+
+def _entries(directory: str) -> List[str]:
     try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                 timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
+        return os.listdir(directory)
+    except OSError:
         return []
-    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
 def slot_environment(slot: int, slots: int, cpus: List[int], gpus: List[str]) -> Dict:
@@ -190,6 +215,9 @@ def slot_environment(slot: int, slots: int, cpus: List[int], gpus: List[str]) ->
     }
     if gpus:
         environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        # nvidia-smi numbers GPUs by PCI bus; CUDA by default fastest first.
+        environ.setdefault("CUDA_DEVICE_ORDER", os.environ.get("CUDA_DEVICE_ORDER",
+                                                                "PCI_BUS_ID"))
         if slots > len(gpus):
             # Runs share a GPU: by default the first TensorFlow process takes nearly all
             # of its memory and the next cannot start.
@@ -265,13 +293,9 @@ def already_trained(config: Config) -> bool:
     records = run_dir.read_metrics()
     if not records or records[-1]["epoch"] < config.epochs:
         return False
-    # A run killed between its last metrics line and its last checkpoint is not done.
-    try:
-        with open(os.path.join(run_dir.checkpoint_dir, "checkpoint")) as f:
-            newest = re.search(r'^model_checkpoint_path: ".*ckpt-(\d+)"', f.read(), re.M)
-    except OSError:
-        return False
-    return bool(newest) and int(newest.group(1)) >= records[-1]["step"]
+    # A run killed between its last metrics line and its last checkpoint is not done
+    # (the newest checkpoint as a resume finds it, state file or not).
+    return run_dir.newest_checkpoint_step() >= records[-1]["step"]
 
 
 def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
@@ -323,6 +347,10 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
                 placement = slot_environment(slot, parallel, cpus, gpus)
                 child = _Child(config, run_name(config, root), slot, placement, lock)
                 running[slot] = child
+                if received and child.process.poll() is None:
+                    # The signal came while this child was being started, before it was
+                    # in ``running`` for ``forward`` to find: it stops too.
+                    child.process.send_signal(received[0])
                 where = f"CPUs {','.join(map(str, placement['cpus']))}"
                 if gpus:
                     where += f", GPU {placement['environ']['CUDA_VISIBLE_DEVICES']}"

@@ -19,8 +19,10 @@ Layout (one directory per run; running the same command again resumes it)::
 import contextlib
 import dataclasses
 import datetime
+import glob
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -61,6 +63,12 @@ def check_writable(path: str) -> str:
 def now_stamp() -> str:
     """The time now, UTC, ISO 8601 (as the run folder's records give it)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def checkpoint_step(path: str) -> int:
+    """The global step in a checkpoint's name (``.../ckpt-280`` -> 280), -1 if none."""
+    found = re.search(r"ckpt-(\d+)$", path)
+    return int(found.group(1)) if found else -1
 
 
 class RunDir:
@@ -191,6 +199,22 @@ class RunDir:
         if os.path.exists(self.pending_path):
             os.remove(self.pending_path)
 
+    def newest_checkpoint_step(self) -> int:
+        """The global step of the newest checkpoint here, -1 if none; without TensorFlow.
+
+        TensorFlow's ``checkpoint`` state file names it; when that file is missing (lost,
+        or never renamed into place), the newest ``ckpt-N`` whose index and data files
+        are there, as ``TrainingState.restore`` then uses.
+        """
+        try:
+            with open(os.path.join(self.checkpoint_dir, "checkpoint")) as f:
+                newest = re.search(r'^model_checkpoint_path: ".*ckpt-(\d+)"', f.read(), re.M)
+            return int(newest.group(1)) if newest else -1
+        except OSError:
+            pass
+        return max((checkpoint_step(p) for p in complete_checkpoints(self.checkpoint_dir)),
+                   default=-1)
+
     def read_metrics(self) -> List[dict]:
         """The per-epoch records, skipping a last line cut short by a crash."""
         if not os.path.exists(self.metrics_path):
@@ -223,6 +247,14 @@ class RunDir:
         path = os.path.join(self.samples_dir, f"epoch_{epoch:04d}.png")
         write_atomically(path, tf.io.encode_png(grid).numpy(), binary=True)
         return path
+
+
+def complete_checkpoints(directory: str) -> List[str]:
+    """Checkpoint prefixes (``DIR/ckpt-N``) in ``directory`` with an index and at least
+    one data file, oldest first (by step)."""
+    prefixes = [p[:-len(".index")] for p in glob.glob(os.path.join(directory, "ckpt-*.index"))]
+    whole = [p for p in prefixes if checkpoint_step(p) >= 0 and glob.glob(p + ".data-*")]
+    return sorted(whole, key=checkpoint_step)
 
 
 def _read_json(path: str) -> Optional[dict]:
