@@ -11,7 +11,7 @@ import pytest
 from conftest import command_line, run_command
 from tfgan_exp import grid, launch, losses, report, search
 from tfgan_exp.config import Config, UsageError
-from tfgan_exp.rundir import RunDir
+from tfgan_exp.rundir import RunDir, check_writable
 
 TINY = ["--image_size=16", "--width=4", "--latent_dim=8", "--eval_samples=100"]
 
@@ -77,18 +77,125 @@ def test_shards_are_disjoint_and_cover_the_grid():
 
 
 def test_shard_auto_reads_slurm_and_kubernetes_and_bad_shards_are_refused():
+    # The task ID itself is the shard; N from auto/N, TFGAN_EXP_SHARDS, else the grid.
     slurm = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4",
              "SLURM_ARRAY_TASK_COUNT": "3"}
-    assert grid.parse_shard("auto", slurm) == (1, 3)
+    assert grid.parse_shard("auto", slurm, runs=18) == (5, 18)
+    assert grid.parse_shard("auto", dict(slurm, TFGAN_EXP_SHARDS="6"), runs=18) == (5, 6)
     assert grid.parse_shard("auto/6", {"JOB_COMPLETION_INDEX": "4"}) == (4, 6)
+    assert grid.parse_shard("auto", {"JOB_COMPLETION_INDEX": "1"}, runs=4) == (1, 4)
     assert grid.parse_shard("2/5", {}) == (2, 5)
     for text, message in (("3/2", "must be 0..N-1"), ("auto", "neither SLURM_ARRAY_TASK_ID"),
                           ("1", "expected K/N"), ("a/2", "not a whole number"),
                           ("0/0", "N at least 1")):
         with pytest.raises(UsageError, match=message):
             grid.parse_shard(text, {})
-    with pytest.raises(UsageError, match="--shard=auto/N"):
-        grid.parse_shard("auto", {"JOB_COMPLETION_INDEX": "1"})
+    with pytest.raises(UsageError, match="TFGAN_EXP_SHARDS='x' is not a whole number"):
+        grid.parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "1", "TFGAN_EXP_SHARDS": "x"})
+
+
+def slurm_array(spec):
+    """The environment of each task Slurm starts for ``sbatch --array=SPEC``."""
+    ids = []
+    for part in spec.split(","):
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        ids += list(range(int(first), int(last or first) + 1, int(step or 1)))
+    return [{"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": str(i),
+             "SLURM_ARRAY_TASK_MIN": str(min(ids)), "SLURM_ARRAY_TASK_MAX": str(max(ids)),
+             "SLURM_ARRAY_TASK_COUNT": str(len(ids)),
+             "SLURM_ARRAY_TASK_STEP": spec.rpartition(":")[2] if ":" in spec else "1"}
+            for i in ids]
+
+
+@pytest.mark.parametrize("spec", ["4,11", "0-34:2", "3-5"])
+def test_every_job_array_trains_exactly_the_shards_its_task_ids_name(spec):
+    # A resubmitted subset, a stepped array, an array that does not start at 0: task i
+    # trains shard i of the whole grid's, one run per task (18 runs here).
+    configs = grid.expand({"dataset": ["cifar10", "stl10"], "g_loss": ["minimax", "nonsat",
+                                                                       "hinge"],
+                           "seed": [0, 1, 2]}, root="g").configs
+    for environ in slurm_array(spec):
+        task = int(environ["SLURM_ARRAY_TASK_ID"])
+        index, count = grid.parse_shard("auto", environ, runs=len(configs))
+        assert (index, count) == (task, 18)
+        assert grid.shard(configs, index, count) == configs[task:task + 1]  # [] past 17
+
+
+def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_task_0(
+        tmp_path):
+    args = ["run.py", "--g_loss=minimax,hinge", f"--run_dir={tmp_path / 'grid'}",
+            "--shard=auto", "--dry_run"]
+    past = run_command(*args, env={"SLURM_ARRAY_TASK_ID": "2"})
+    assert past.returncode == 0, past.stderr
+    assert "has no runs" in past.stderr and "nothing to train" in past.stderr
+    assert past.stdout == ""
+    single = ["run.py", f"--run_dir={tmp_path / 'one'}", "--shard=auto", "--dry_run"]
+    first = run_command(*single, env={"JOB_COMPLETION_INDEX": "0"})
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"would train {tmp_path / 'one'}")
+    second = run_command(*single, env={"JOB_COMPLETION_INDEX": "1"})
+    assert second.returncode == 0 and second.stdout == "" and "has no runs" in second.stderr
+
+
+def finished_run(config):
+    """A run folder that says it trained all of ``config``'s epochs, as training leaves
+    it: config.json, a metrics line per epoch, the checkpoint state naming the last."""
+    run_dir = RunDir(config.run_dir)
+    run_dir.prepare(config)
+    for epoch in range(1, config.epochs + 1):
+        run_dir.append_metrics({"epoch": epoch, "step": 28 * epoch})
+    with open(os.path.join(run_dir.checkpoint_dir, "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "ckpt-{28 * config.epochs}"\n')
+    return run_dir
+
+
+def test_a_dry_run_of_a_half_finished_grid_says_what_it_would_do_with_each_run(tmp_path):
+    root = str(tmp_path / "grid")
+    configs = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "epochs": [2]},
+                          root=root).configs
+    finished_run(configs[0])
+    RunDir(configs[1].run_dir).prepare(configs[1])
+    RunDir(configs[1].run_dir).record_divergence({"epoch": 1, "step": 3, "values": {}})
+    result = run_command("run.py", "--g_loss=minimax,nonsat,hinge", "--epochs=2",
+                         f"--run_dir={root}", "--dry_run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"finished {root}/g_loss=minimax"
+    assert lines[1] == f"diverged (skipped) {root}/g_loss=nonsat"
+    assert lines[2].startswith(f"would train {root}/g_loss=hinge  (") and len(lines) == 3
+    assert result.stderr.splitlines()[-1].startswith(
+        "dry run: 1 would train, 1 finished, 1 diverged (skipped), 0 held by another process")
+
+
+def test_a_grid_whose_second_dataset_cannot_be_had_stops_before_its_first_run(tmp_path):
+    # Offline, cifar10 is neither prepared nor downloadable; online, the Inception model
+    # given is missing all the same. Either stops the grid before the digits run trains.
+    root = tmp_path / "grid"
+    result = run_command("run.py", "--dataset=digits,cifar10", "--epochs=1",
+                         f"--data_dir={tmp_path / 'nodata'}",
+                         f"--inception_model={tmp_path / 'no-inception'}",
+                         f"--run_dir={root}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "found before the first run of the grid trained" in errors[0]
+    assert "no SavedModel there" in result.stderr and "Traceback" not in result.stderr
+    assert not root.exists() and "[grid" not in result.stderr
+
+
+def test_a_folder_root_may_not_write_is_refused_before_anything_starts():
+    # os.access says yes to root for /proc; only creating a file there tells.
+    with pytest.raises(UsageError, match="cannot create a file in /proc|not a writable"):
+        check_writable("/proc/tfgan_exp_run")
+
+
+def test_a_sequential_grid_decides_already_trained_before_loading_anything(tmp_path):
+    # A finished cifar10 run whose data is not on this machine: counted, never loaded.
+    config = Config(dataset="cifar10", epochs=1, data_dir=str(tmp_path / "nodata"),
+                    run_dir=str(tmp_path / "grid" / "dataset=cifar10")).resolved()
+    finished_run(config)
+    tally = launch.run_sequentially([config], str(tmp_path / "grid"))
+    assert (tally.finished, tally.failed, tally.exit_status) == (1, 0, 0)
 
 
 def test_every_clash_is_found_before_anything_trains(tmp_path):
@@ -289,3 +396,107 @@ def test_search_folders_are_named_by_what_the_command_varies_and_the_trial(tmp_p
                    if line.startswith("would train"))
     assert names == ["g_loss=hinge,trial=0,seed=0", "g_loss=hinge,trial=1,seed=0",
                      "g_loss=minimax,trial=0,seed=0", "g_loss=minimax,trial=1,seed=0"]
+
+
+def test_a_crashing_run_is_recorded_and_a_sequential_grid_goes_on(tmp_path, cache_dir,
+                                                                   capsys):
+    root = str(tmp_path / "grid")
+    configs = grid.expand({"g_loss": ["minimax", "hinge"], "epochs": [2], "image_size": [16],
+                           "width": [4], "latent_dim": [8], "eval_every": [0],
+                           "strategy": ["default"], "cache_dir": [cache_dir]},
+                          root=root).configs
+    first = Config(**dict(vars(configs[0]), epochs=1))
+    launch.run_sequentially([first], root)
+    # A real fault in the run's input: its only checkpoint's index is garbage.
+    index = os.path.join(configs[0].run_dir, "checkpoints", "ckpt-28.index")
+    with open(index, "wb") as f:
+        f.write(b"not a checkpoint index")
+    capsys.readouterr()
+    tally = launch.run_sequentially(configs, root)
+    assert (tally.finished, tally.failed, tally.exit_status) == (1, 1, 1)
+    assert tally.summary() == "grid: 2 runs: 1 finished, 0 diverged, 1 failed (g_loss=minimax)"
+    assert f"failed: {configs[0].run_dir}: UsageError: no checkpoint" in capsys.readouterr().err
+    failure = RunDir(configs[0].run_dir).failure()
+    assert failure["error_type"] == "UsageError" and "can be restored" in failure["message"]
+    assert failure["host"] and failure["when"] and failure["traceback"]
+    assert [r["epoch"] for r in RunDir(configs[1].run_dir).read_metrics()] == [1, 2]
+    # Trained again successfully (afresh), the run's failure record goes.
+    retried = Config(**dict(vars(configs[0]), overwrite=True))
+    assert launch.run_sequentially([retried], root).finished == 1
+    assert RunDir(configs[0].run_dir).failure() is None
+
+
+def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_train(
+        tmp_path, cache_dir):
+    root = tmp_path / "grid"
+    args = ["run.py", "--g_loss=minimax,hinge", "--epochs=2", "--parallel=2", "--eval_every=0",
+            "--checkpoint_every_steps=5", *TINY, f"--cache_dir={cache_dir}",
+            f"--run_dir={root}"]
+    process = subprocess.Popen(command_line(*args), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.time() + 300
+    for line in process.stdout:
+        found = re.match(r"\[parallel\] started g_loss=minimax \(pid (\d+)", line)
+        if found:
+            victim = int(found.group(1))
+            break
+    assert victim, process.communicate()
+    while not (root / "g_loss=minimax" / "checkpoints" / "checkpoint").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    os.kill(victim, signal.SIGKILL)  # as the out-of-memory killer would
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 1, err[-3000:]
+    assert "g_loss=minimax failed: killed by SIGKILL (out of memory?)" in out
+    assert err.splitlines()[-1] == ("grid: 2 runs: 1 finished, 0 diverged, 1 failed "
+                                    "(g_loss=minimax)")
+    failure = RunDir(str(root / "g_loss=minimax")).failure()
+    assert failure["why"] == "killed by SIGKILL (out of memory?)" and failure["exit_status"] == -9
+    assert [r["epoch"] for r in RunDir(str(root / "g_loss=hinge")).read_metrics()] == [1, 2]
+
+
+def test_a_signal_that_comes_while_a_child_starts_reaches_it(tmp_path, cache_dir,
+                                                             monkeypatch):
+    # The signal is timed by the process start itself (not by the launcher under test):
+    # it arrives after the launcher decided to start the child, before Popen returns.
+    real_popen = subprocess.Popen
+
+    def popen_with_a_signal(command, *args, **kwargs):
+        if "tfgan_exp.cli" in command:  # a run's process, not some other tool
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen_with_a_signal)
+    root = str(tmp_path / "grid")
+    config = Config(g_loss="hinge", epochs=1, image_size=16, width=4, latent_dim=8,
+                    eval_every=0, cache_dir=cache_dir,
+                    run_dir=os.path.join(root, "g_loss=hinge")).resolved()
+    tally = launch.run_in_parallel([config], root, parallel=2)
+    assert tally.signal == signal.SIGTERM and tally.exit_status == 128 + signal.SIGTERM
+    assert (tally.finished, tally.failed) == (0, 0)  # stopped, not trained, not failed
+    assert RunDir(config.run_dir).read_metrics() == []
+
+
+def fake_nvidia_smi(folder, listing, indices):
+    tool = folder / "nvidia-smi"
+    tool.write_text(f"#!/bin/bash\nif [ \"$1\" = -L ]; then printf '{listing}'; "
+                    f"else printf '{indices}'; fi\n")
+    tool.chmod(0o755)
+
+
+def test_gpus_for_parallel_runs_are_nvidia_smis_indices_and_need_no_nvidia_smi(tmp_path):
+    mig = ("GPU 0: NVIDIA A100 (UUID: GPU-a)\\n  MIG 3g.20gb Device 0: (UUID: MIG-b)\\n"
+           "GPU 1: NVIDIA A100 (UUID: GPU-c)\\n")
+    fake_nvidia_smi(tmp_path, mig, "0\\n1\\n")
+    environ = {"PATH": str(tmp_path)}
+    assert launch.visible_gpus(environ, proc_dir=str(tmp_path / "none")) == ["0", "1"]
+    # No nvidia-smi at all: the driver's list of GPUs, not "every child every GPU".
+    proc = tmp_path / "proc"
+    for bus in ("0000:17:00.0", "0000:65:00.0"):
+        (proc / bus).mkdir(parents=True)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    assert launch.visible_gpus({"PATH": str(empty)}, proc_dir=str(proc)) == ["0", "1"]
+    placed = launch.slot_environment(1, 2, [0, 1], ["0", "1"])["environ"]
+    assert placed["CUDA_VISIBLE_DEVICES"] == "1" and placed["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert launch.visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3", "5"]

@@ -44,8 +44,17 @@ def test_slurm_array_tasks_cover_the_grid_once(tmp_path):
     whole = run_command("run.py", "--dataset=cifar10,stl10", "--g_loss=minimax,nonsat,hinge",
                         "--seeds=3", f"--run_dir={tmp_path / 'grid'}", "--dry_run")
     assert whole.returncode == 0, whole.stderr
-    assert sorted(trained) == sorted(would_train(whole.stdout)) and len(trained) == 18
+    assert trained == would_train(whole.stdout) and len(trained) == 18  # task i: run i
     assert not os.path.exists(tmp_path / "grid")  # a dry run writes nothing
+    # Resubmitted tasks (sbatch --array=4,11) and tasks of a stepped array past the
+    # grid (--array=0-34:2 has 20..34): exactly their own shards, or none.
+    for task, runs in ((4, trained[4:5]), (11, trained[11:12]), (20, []), (34, [])):
+        result = subprocess.run(["bash", script], cwd=REPO, capture_output=True, text=True,
+                                env=dict(env, SLURM_ARRAY_TASK_ID=str(task),
+                                         SLURM_ARRAY_TASK_MIN="4",
+                                         SLURM_ARRAY_TASK_COUNT="2"))
+        assert result.returncode == 0, result.stderr
+        assert would_train(result.stdout) == runs
 
 
 def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):
@@ -136,3 +145,57 @@ def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
     assert "tfgan_exp.prepare --dataset=stl10" in prepare  # the grid's own datasets
     assert "--dependency=afterok:101" in grid and grid.endswith("jobs/slurm_grid.sh")
     assert "--dependency=afterany:102" in report_ and "tfgan_exp.report" in report_
+
+
+def test_slurm_task_passes_its_token_and_checkpoints_every_few_minutes(tmp_path):
+    """A stand-in for Python records what the batch script hands to run.py."""
+    log = tmp_path / "log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/bash\necho "$TFGAN_EXP_INVOCATION $*" > {log}\n')
+    fake_python.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake_python), SLURM_ARRAY_JOB_ID="77",
+               SLURM_ARRAY_TASK_ID="11", SLURM_JOB_ID="90")
+    env.pop("TFGAN_EXP_INVOCATION", None)
+    result = subprocess.run(["bash", os.path.join(JOBS, "slurm_grid.sh")], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    token, *args = log.read_text().split()
+    assert token == "77_11"  # the same after a requeue: --overwrite happens once
+    assert "--shard=auto" in args and "--checkpoint_every_steps=1000" in args
+
+
+def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
+    container = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))[
+        "spec"]["template"]["spec"]["containers"][0]
+    token = next(e for e in container["env"] if e["name"] == "TFGAN_EXP_INVOCATION")
+    assert token["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/controller-uid']")
+    assert "--checkpoint_every_steps=1000" in container["args"]
+
+
+def test_make_clean_keeps_runs_which_only_clean_runs_removes():
+    clean = subprocess.run(["make", "-n", "-C", REPO, "clean"], capture_output=True,
+                           text=True)
+    assert clean.returncode == 0 and "rm -rf .venv" in clean.stdout
+    assert "runs" not in clean.stdout
+    clean_runs = subprocess.run(["make", "-n", "-C", REPO, "clean-runs"],
+                                capture_output=True, text=True)
+    assert clean_runs.returncode == 0 and "rm -rf runs" in clean_runs.stdout
+
+
+def test_make_study_stops_before_the_report_when_a_run_failed(tmp_path):
+    """``make study`` with a stand-in for Python whose grid ends as one with a failed
+    run does: the report is not made, and the output says why."""
+    log = tmp_path / "log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/bash\necho "$*" >> {log}\n'
+                           'echo "grid: 15 runs: 14 finished, 0 diverged, 1 failed '
+                           '(g_loss=minimax,seed=3)" >&2\nexit 1\n')
+    fake_python.chmod(0o755)
+    result = subprocess.run(["make", "-s", "-C", REPO, "study", "STAMP=", f"PY={fake_python}",
+                             f"STUDY_DIR={tmp_path / 'study'}", "PARALLEL=1"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "1 failed (g_loss=minimax,seed=3)" in result.stderr
+    assert "make study: stopped before the report" in result.stderr
+    assert len(log.read_text().splitlines()) == 1 and "report" not in log.read_text()

@@ -166,3 +166,105 @@ def test_a_batch_that_does_not_split_across_replicas_is_refused(tmp_path, cache_
         training.run(Config(dataset="digits", batch_size=63, cache_dir=cache_dir,
                             run_dir=run_dir))
     assert not os.path.exists(run_dir)
+
+
+def sigterm_once(args, cwd, ready, timeout=300):
+    """Starts ``python ARGS``, sends SIGTERM once ``ready()`` holds; returns the process,
+    its stderr and the seconds from the signal to its exit."""
+    process = subprocess.Popen(command_line(*args), cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    sent = time.time()
+    _, stderr = process.communicate(timeout=120)
+    return process, stderr, time.time() - sent
+
+
+def test_sigterm_during_an_evaluation_stops_at_once_and_the_resume_evaluates_it(
+        tmp_path, cache_dir):
+    # 20,000 images make the evaluation the longest part of this run (about 10 s here),
+    # its first 2 s the chunks of images through the networks. The epoch's checkpoint
+    # is written before it starts: the signal is sent the moment it appears.
+    def args(run_dir):
+        return ["run.py", "--deterministic", "--image_size=16", "--epochs=1",
+                "--width=4", "--latent_dim=8", "--eval_every=1", "--eval_samples=20000",
+                f"--cache_dir={cache_dir}", f"--run_dir={run_dir}"]
+
+    run_dir = tmp_path / "run"
+    process, stderr, seconds = sigterm_once(
+        args(run_dir), tmp_path, lambda: (run_dir / "checkpoints" / "checkpoint").exists())
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "evaluation of epoch 1 abandoned" in stderr
+    assert "stopped by SIGTERM during the evaluation of epoch 1" in stderr
+    assert seconds < 10 and "Traceback" not in stderr
+    assert not (run_dir / "metrics.jsonl").exists()  # the epoch waits for its evaluation
+    assert json.loads((run_dir / "pending_epoch.json").read_text())["epoch"] == 1
+    resumed = run_command(*args(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "evaluating epoch 1" in resumed.stderr and "training nonsat" not in resumed.stderr
+    assert not (run_dir / "pending_epoch.json").exists()
+    reference = run_command(*args(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert metrics_without_timing(run_dir) == metrics_without_timing(tmp_path / "reference")
+
+
+def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_path):
+    # A new cache: the digits classifier is being trained (tens of seconds) when the
+    # signal comes; the run has taken its folder's lease, nothing else yet.
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["run.py", "--epochs=1", "--image_size=16", "--width=4", "--latent_dim=8",
+            f"--cache_dir={cache}", f"--run_dir={run_dir}"]
+    process, stderr, seconds = sigterm_once(
+        args, tmp_path, lambda: (run_dir / "lease.json").exists())
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped: stopped by SIGTERM before training started" in stderr
+    assert seconds < 10 and "Traceback" not in stderr
+    assert not run_dir.exists()  # created for the lease only: removed again
+    leftovers = [name for name in os.listdir(cache) if ".tmp" in name] if cache.exists() else []
+    assert leftovers == []  # no half-written cache file either
+
+
+def test_a_missing_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path,
+                                                                             cache_dir,
+                                                                             capsys):
+    from tfgan_exp import launch
+    run_dir = str(tmp_path / "run")
+    config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
+                  eval_every=0, checkpoint_every_steps=10, cache_dir=cache_dir,
+                  strategy="default", run_dir=run_dir)
+    training.run(Config(epochs=1, **config))
+    os.remove(os.path.join(run_dir, "checkpoints", "checkpoint"))  # lost: ckpt-* remain
+    assert launch.already_trained(Config(epochs=1, **config).resolved())
+    training.run(Config(epochs=2, **config))
+    err = capsys.readouterr().err
+    assert "resuming" in err and "at step 28" in err
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+    # The state file is written again, listing them: they are kept and deleted as usual.
+    assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")).endswith("ckpt-56")
+
+
+def test_overwrite_happens_once_per_invocation_token(tmp_path, cache_dir, monkeypatch,
+                                                      capsys):
+    run_dir = str(tmp_path / "run")
+    config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
+                  eval_every=0, cache_dir=cache_dir, strategy="default", run_dir=run_dir,
+                  overwrite=True)
+    monkeypatch.setenv("TFGAN_EXP_INVOCATION", "77_4")  # a Slurm task ...
+    training.run(Config(epochs=1, **config))
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        first_line = f.readline()
+    capsys.readouterr()
+    training.run(Config(epochs=2, **config))  # ... requeued: the same command again
+    assert "resuming" in capsys.readouterr().err
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        lines = f.readlines()
+    assert lines[0] == first_line and len(lines) == 2  # the first attempt's epoch kept
+    monkeypatch.setenv("TFGAN_EXP_INVOCATION", "78_4")  # a new submission overwrites
+    training.run(Config(epochs=1, **config))
+    assert "resuming" not in capsys.readouterr().err
+    assert [r["epoch"] for r in metrics_without_timing(run_dir)] == [1]  # afresh
+    assert os.path.exists(os.path.join(run_dir, "lease.lock"))

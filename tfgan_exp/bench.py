@@ -173,8 +173,9 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
     dataset = _random_dataset(config, image_shape)
     state = TrainingState(gan, directory, keep=1)
     guard = NonFiniteGuard(state)
-    # every_steps=0 and no signals handled: it runs its per-step checks and never saves.
-    checkpointer = StepCheckpointer(state, steps, 0, StopSignals(()), guard)
+    # every_steps=0 and signals never handled (StopSignals not entered): it runs its
+    # per-step checks and never saves.
+    checkpointer = StepCheckpointer(state, steps, 0, StopSignals(), guard)
     span = {}
 
     class Span(tf.keras.callbacks.Callback):

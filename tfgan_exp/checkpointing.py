@@ -6,15 +6,19 @@ running sums of this epoch's logged means. The global step is the generator
 optimizer's iteration count; since the data and noise of step s depend only on
 (seed, s), nothing else is needed to continue exactly. Checkpoints are named by global
 step (``ckpt-<step>``); TensorFlow writes the data files first and then renames the
-index, so a write cut short leaves the previous checkpoint as the newest.
+index, so a write cut short leaves the previous checkpoint as the newest. When the
+``checkpoint`` state file that lists them is missing, the newest readable ``ckpt-N`` in
+the folder is restored all the same.
 """
-import signal
+import os
 import sys
 from typing import List, Optional
 
 import tensorflow as tf
 
+from tfgan_exp import stopping
 from tfgan_exp.config import UsageError
+from tfgan_exp.rundir import complete_checkpoints
 
 
 class TrainingState:
@@ -27,6 +31,7 @@ class TrainingState:
 
     def __init__(self, gan, directory: str, keep: int, restore_directory: str = ""):
         self.gan = gan
+        _list_unlisted_checkpoints(directory)  # before the manager reads that list
         self.checkpoint = tf.train.Checkpoint(
             generator=gan.generator, discriminator=gan.discriminator,
             g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer,
@@ -51,7 +56,10 @@ class TrainingState:
         reported and the one before it tried; if none can be read the run stops rather
         than silently starting again from scratch.
         """
-        paths = list(reversed(self.restore_manager.checkpoints))
+        # Without a state file (a non-chief worker reads the chief's folder, which this
+        # process does not repair) the files themselves say which checkpoints there are.
+        paths = list(reversed(self.restore_manager.checkpoints
+                              or complete_checkpoints(self.restore_manager.directory)))
         for number, path in enumerate(paths):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -83,29 +91,44 @@ class TrainingState:
             variable.assign(value)
 
 
+def _list_unlisted_checkpoints(directory: str) -> None:
+    """Writes the ``checkpoint`` state file when it is missing but checkpoints are there,
+    so that CheckpointManager restores, and in time deletes, them as its own."""
+    if os.path.exists(os.path.join(directory, "checkpoint")):
+        return
+    found = complete_checkpoints(directory)
+    if found:
+        tf.compat.v1.train.update_checkpoint_state(directory, found[-1],
+                                                   all_model_checkpoint_paths=found)
+        print(f"note: {directory} had no 'checkpoint' state file; it now lists the "
+              f"{len(found)} checkpoint(s) found there", file=sys.stderr)
+
+
 class StopSignals:
-    """While active, ``signals`` (SIGTERM and SIGINT) are recorded instead of killing us.
+    """While active, SIGTERM and SIGINT are recorded instead of stopping us at once
+    (``stopping.deferred``); ``received`` is the signal, or None.
 
     Training polls ``received`` after every step, finishes that step, saves and exits:
     a preempted or Ctrl-C'd run loses no finished step.
     """
 
-    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-        self.handled = tuple(signals)
-        self.received: Optional[int] = None
-        self._previous = {}
+    def __init__(self):
+        self._block = None
+        self._final: Optional[int] = None
 
-    def _handle(self, signum, frame):
-        self.received = signum
+    @property
+    def received(self) -> Optional[int]:
+        return stopping.received() if self._block is not None else self._final
 
     def __enter__(self):
-        for sig in self.handled:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        self._block = stopping.deferred()
+        self._block.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._final = stopping.received()
+        block, self._block = self._block, None
+        block.__exit__(*exc)
 
 
 class ClusterStop:

@@ -17,6 +17,7 @@ from absl import flags
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
 from tfgan_exp import grid as grid_lib
 from tfgan_exp import search as search_lib
+from tfgan_exp import stopping
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
                               PRESETS, STRATEGIES, Config, TrainingDiverged, UsageError)
@@ -138,7 +139,9 @@ flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. 
                     "runs/<dataset>-<g_loss>-seed<seed> for one run, runs/grid for a grid "
                     "(each run in a folder named by the settings that vary).")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")
-flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again.")
+flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again; "
+                     "once per TFGAN_EXP_INVOCATION token when it is set (a requeued or "
+                     "retried job with the same token resumes instead).")
 flags.DEFINE_boolean("retry_diverged", False, "Train runs that diverged before again, from "
                      "their last good checkpoint (by default a grid skips them).")
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint within epochs, every N "
@@ -147,12 +150,17 @@ flags.DEFINE_boolean("deterministic", False, "Deterministic ops (tf enable_op_de
                      "a killed and resumed run equals the uninterrupted one, bit for bit. "
                      "Slower on GPU.")
 flags.DEFINE_string("shard", "", "Train only slice K of N of the grid (K/N, 0 <= K < N), so "
-                    "that N jobs share one --run_dir; auto = Slurm's array task, auto/N = "
-                    "Slurm's or a Kubernetes Indexed Job's index with N tasks.")
+                    "that N jobs share one --run_dir. auto: K is the job array's task ID "
+                    "(Slurm's SLURM_ARRAY_TASK_ID, a Kubernetes Indexed Job's "
+                    "JOB_COMPLETION_INDEX) and N is TFGAN_EXP_SHARDS, else the number of "
+                    "runs (one per task); auto/N: N given. A task past the last shard "
+                    "has nothing to train and exits 0.")
 flags.DEFINE_integer("parallel", 1, "Train up to P runs of the grid at once, each in its own "
                      "process on its own GPU (or its share of the CPU cores), 1..256.")
-flags.DEFINE_boolean("dry_run", False, "Check the runs and print the ones this command "
-                     "(this --shard) would train, then stop: nothing is trained or written.")
+flags.DEFINE_boolean("dry_run", False, "Check the runs' settings and folders and print "
+                     "what this command (this --shard) would do with each: would train, "
+                     "finished, diverged (skipped) or held by another process; then stop: "
+                     "nothing is trained or written, and data and models are not loaded.")
 flags.DEFINE_string("run_config", "", "Internal (used by --parallel): train the one run "
                     "this JSON Config describes.")
 
@@ -227,23 +235,72 @@ def _tuned_settings(seeds: List[int]):
     return chosen
 
 
-def run_single(config: Config) -> None:
-    """One run, with its exit status: 0 trained, 2 a user's mistake, 3 diverged, 128 + N
-    stopped by signal N (checkpointed)."""
-    from tfgan_exp import training  # imports TensorFlow: after the flags are checked
+def run_single(config: Config, child: bool = False) -> None:
+    """One run, with its exit status: 0 trained, 1 crashed (recorded in its folder's
+    failed.json), 2 a user's mistake or a folder another process is training, 3
+    diverged, 128 + N stopped by signal N (checkpointed). ``child``: started by
+    ``--parallel``, which reads a held folder as status 4 (``launch.EXIT_HELD``)."""
+    from tfgan_exp import launch, lease
     try:
+        from tfgan_exp import training  # imports TensorFlow: after the flags are checked
         training.run(config)
+        stopping.done()
+    except lease.Held as error:
+        if child:
+            print(f"note: {error}", file=sys.stderr)
+            sys.exit(launch.EXIT_HELD)
+        fail(str(error))
     except UsageError as error:
         fail(str(error))
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(3)
-    except training.Interrupted as error:
+        sys.exit(launch.EXIT_DIVERGED)
+    except stopping.Interrupted:
+        raise  # main says so and exits 128 + N
+    except Exception as error:  # a crash: recorded where a grid's report will look
+        launch.record_crash(config, error)
+        sys.exit(1)
+
+
+def _dry_run(configs: List[Config], retry_diverged: bool) -> None:
+    """Prints what the command would do with each run, and a count of each kind."""
+    from tfgan_exp import launch, preflight
+    defaults = Config().resolved()
+    counts = {"train": 0, "finished": 0, "diverged": 0, "held": 0}
+    for config in configs:
+        kind, detail = launch.plan(config, retry_diverged)
+        counts[kind] += 1
+        if kind == "train":
+            changed = [f"{f.name}={grid_lib.format_value(getattr(config, f.name))}"
+                       for f in dataclasses.fields(Config) if f.name != "run_dir"
+                       and getattr(config, f.name) != getattr(defaults, f.name)]
+            print(f"would train {config.run_dir}  ({', '.join(changed) or 'defaults'})")
+        elif kind == "finished":
+            print(f"finished {config.run_dir}")
+        elif kind == "diverged":
+            print(f"diverged (skipped) {config.run_dir}")
+        else:
+            print(f"held by another process {config.run_dir}  ({detail})")
+    problems = preflight.folder_problems(
+        [c for c in configs if launch.plan(c, retry_diverged)[0] == "train"])
+    if problems:
+        raise UsageError("\n".join(problems))
+    print(f"dry run: {counts['train']} would train, {counts['finished']} finished, "
+          f"{counts['diverged']} diverged (skipped), {counts['held']} held by another "
+          "process; data and models are checked when it runs; nothing was trained or "
+          "written", file=sys.stderr)
+
+
+def main(argv):
+    stopping.install()  # first: a SIGTERM from here on stops the process cleanly
+    try:
+        _main(argv)
+    except stopping.Interrupted as error:
         print(f"stopped: {error}", file=sys.stderr)
         sys.exit(128 + error.signum)  # the shell's convention for "killed by a signal"
 
 
-def main(argv):
+def _main(argv):
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # hide TensorFlow's per-checkpoint INFO lines
     if len(argv) > 1:
@@ -252,11 +309,12 @@ def main(argv):
         from tfgan_exp import launch
         launch.set_up_child()
         try:
-            run_single(Config.from_dict(json.loads(F.run_config)))
+            config = Config.from_dict(json.loads(F.run_config))
         except (ValueError, UsageError) as error:
             fail(f"--run_config: {error}")
+        run_single(config, child=True)
         return
-    from tfgan_exp import launch
+    from tfgan_exp import launch, preflight
     try:
         grid = grid_from_flags()
         if not 1 <= F.parallel <= 256:
@@ -265,8 +323,8 @@ def main(argv):
             raise UsageError(f"--parallel={F.parallel} with --strategy={F.strategy}: each "
                              "run of a cluster spans every worker, so runs cannot share "
                              "the machine; use --parallel=1 (or --shard across jobs)")
-        shard = grid_lib.parse_shard(F.shard)
-        if shard and not grid.is_grid:
+        shard = grid_lib.parse_shard(F.shard, runs=len(grid.configs))
+        if shard and not grid.is_grid and not F.shard.startswith("auto"):
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
         notes = grid.notes + grid_lib.adopt_existing(grid)
         for note in notes + grid_lib.check(grid, F.retry_diverged):  # every run, first
@@ -278,19 +336,25 @@ def main(argv):
         configs = grid_lib.shard(configs, *shard)
         print(f"shard {shard[0]}/{shard[1]}: {len(configs)} of the grid's "
               f"{len(grid.configs)} runs", file=sys.stderr)
+        if not configs:
+            print(f"shard {shard[0]}/{shard[1]}: this task's index has no runs (the grid "
+                  f"has {len(grid.configs)} in {shard[1]} shard(s)); nothing to train",
+                  file=sys.stderr)
+            return
     if F.dry_run:
-        defaults = Config().resolved()
-        for config in configs:
-            changed = [f"{f.name}={grid_lib.format_value(getattr(config, f.name))}"
-                       for f in dataclasses.fields(Config) if f.name != "run_dir"
-                       and getattr(config, f.name) != getattr(defaults, f.name)]
-            print(f"would train {config.run_dir}  ({', '.join(changed) or 'defaults'})")
-        print(f"dry run: {len(configs)} run(s) checked; nothing was trained or written",
-              file=sys.stderr)
+        try:
+            _dry_run(configs, F.retry_diverged)
+        except UsageError as error:
+            fail(str(error))
         return
     if not grid.is_grid:
-        run_single(grid.configs[0])
+        run_single(configs[0])
         return
+    try:  # every run this command will train can start: before the first one does
+        preflight.check([c for c in configs if launch.plan(c, F.retry_diverged)[0]
+                         not in ("finished", "diverged")])
+    except UsageError as error:
+        fail(str(error))
     grid_lib.write_search(grid)
     grid_lib.write_tuned(grid, F.tuned_from)
     try:

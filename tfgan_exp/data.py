@@ -75,23 +75,33 @@ def unreachable_hosts(urls: Iterable[str], timeout: float = 10.0) -> List[str]:
     return problems
 
 
-def _load_tfds(dataset: str, size: int, data_dir: str) -> np.ndarray:
-    import tensorflow_datasets as tfds  # slow import, needed for CIFAR-10 / STL-10 only
+def _cannot_load(dataset: str, data_dir: str, reason: str) -> UsageError:
     name, split, _ = TFDS_SOURCES[dataset]
+    return UsageError(
+        f"cannot load the TFDS dataset {name!r} (split {split!r}) from "
+        f"{data_dir or 'the default TFDS directory'}: {reason}\n"
+        f"Prepare it once on a machine with network access "
+        f"(python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
+        f"data_dir='DIR')\") and pass --data_dir=DIR.")
 
-    def cannot_load(reason: str) -> UsageError:
-        return UsageError(
-            f"cannot load the TFDS dataset {name!r} (split {split!r}) from "
-            f"{data_dir or 'the default TFDS directory'}: {reason}\n"
-            f"Prepare it once on a machine with network access "
-            f"(python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
-            f"data_dir='DIR')\") and pass --data_dir=DIR.")
 
+def check_loadable(dataset: str, data_dir: str = ""):
+    """Raises UsageError unless ``dataset`` can be had: digits always; a TFDS dataset
+    when it is prepared in ``data_dir`` (TFDS's default if empty) or its download can
+    start (one connection to its host or to TFDS's bucket). Downloads nothing; returns
+    the TFDS builder (None for digits)."""
+    if dataset == "digits":
+        return None
+    if dataset not in TFDS_SOURCES:
+        raise UsageError(f"unknown dataset {dataset!r}; choose one of digits, "
+                         f"{', '.join(TFDS_SOURCES)}")
+    import tensorflow_datasets as tfds  # slow import, needed for CIFAR-10 / STL-10 only
+    name = TFDS_SOURCES[dataset][0]
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
         sources = [] if builder.is_prepared() else list(builder.url_infos or {})
     except Exception as error:  # TFDS raises many types (files, registry)
-        raise cannot_load(f"{type(error).__name__}: {error}") from None
+        raise _cannot_load(dataset, data_dir, f"{type(error).__name__}: {error}") from None
     # TFDS first copies a prepared dataset from its Cloud Storage bucket and only then
     # downloads from the source, so either one being reachable is enough.
     unreachable = unreachable_hosts(sources)
@@ -99,8 +109,18 @@ def _load_tfds(dataset: str, size: int, data_dir: str) -> np.ndarray:
         gcs_unreachable = unreachable_hosts([TFDS_GCS_URL])
         unreachable = unreachable + gcs_unreachable if gcs_unreachable else []
     if unreachable:
-        raise cannot_load(f"it is not prepared there, and its download cannot start: "
-                          f"cannot connect to {' or '.join(unreachable)}")
+        raise _cannot_load(dataset, data_dir, f"it is not prepared there, and its download "
+                           f"cannot start: cannot connect to {' or '.join(unreachable)}")
+    return builder
+
+
+def _load_tfds(dataset: str, size: int, data_dir: str) -> np.ndarray:
+    name, split, _ = TFDS_SOURCES[dataset]
+
+    def cannot_load(reason: str) -> UsageError:
+        return _cannot_load(dataset, data_dir, reason)
+
+    builder = check_loadable(dataset, data_dir)
     try:
         builder.download_and_prepare()
         source = builder.as_dataset(split=split, shuffle_files=False)

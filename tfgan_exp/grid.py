@@ -6,7 +6,8 @@ random search into one ``Config`` per run. Each run of a grid goes to
 across the grid (``g_loss=minimax,lr_g=0.0001,seed=0``; a search trial is
 ``trial=3``). ``check`` then looks at every run before the first one trains: its
 settings, and whether its folder holds a run with other settings. ``shard`` picks the
-K-th of N disjoint slices, so that job-array tasks share one grid.
+K-th of N disjoint slices, so that job-array tasks share one grid (``parse_shard`` says
+which slice a task takes).
 
 Nothing here imports TensorFlow: a grid is checked in a fraction of a second.
 """
@@ -17,6 +18,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from tfgan_exp import scheduler
 from tfgan_exp import search as search_lib
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, UsageError, run_identity
 from tfgan_exp.rundir import RunDir, check_writable, write_atomically
@@ -191,29 +193,37 @@ def adopt_existing(grid: Grid) -> List[str]:
     return notes
 
 
-def parse_shard(text: str, environ=None) -> Optional[Tuple[int, int]]:
+def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, int]]:
     """``K/N`` -> (K, N), 0 <= K < N; ``auto`` or ``auto/N`` -> from the scheduler.
 
-    ``auto`` reads Slurm's job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and
-    SLURM_ARRAY_TASK_COUNT); ``auto/N`` takes the index from Slurm or from a Kubernetes
-    Indexed Job (JOB_COMPLETION_INDEX) and the count N from the command. Empty -> None.
+    ``auto`` takes K from the job array: the task ID itself (Slurm's
+    SLURM_ARRAY_TASK_ID, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX; never
+    ID - SLURM_ARRAY_TASK_MIN, so resubmitted subsets, stepped arrays and arrays that do
+    not start at 0 train their own shards) and N from ``auto/N``, else from
+    TFGAN_EXP_SHARDS (set by the job files), else it is ``runs``, the number of runs in
+    the grid: one run per task. With ``auto``, K may be N or more: that task has no
+    runs. Empty -> None.
     """
-    environ = os.environ if environ is None else environ
     if not text:
         return None
     head, _, count_text = text.partition("/")
     if head == "auto":
-        index, count = _scheduler_index(environ)
+        index = scheduler.task_index(environ)
+        if index is None:
+            raise UsageError(f"--shard={text}: neither SLURM_ARRAY_TASK_ID (a Slurm job "
+                             "array) nor JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) "
+                             "is set; give --shard=K/N")
         if count_text:
             count = _integer("--shard", count_text, text)
-        if count is None:
-            raise UsageError(f"--shard={text}: no task count: Slurm's SLURM_ARRAY_TASK_COUNT "
-                             "is not set; give it as --shard=auto/N (e.g. the Kubernetes "
-                             "Job's completions)")
-    else:
-        if not count_text:
-            raise UsageError(f"--shard={text}: expected K/N (0 <= K < N), auto or auto/N")
-        index, count = _integer("--shard", head, text), _integer("--shard", count_text, text)
+        else:
+            count = scheduler.shard_count(environ) or runs
+        if count < 1:
+            raise UsageError(f"--shard={text}: the number of shards must be at least 1 "
+                             f"(got {count})")
+        return index, count
+    if not count_text:
+        raise UsageError(f"--shard={text}: expected K/N (0 <= K < N), auto or auto/N")
+    index, count = _integer("--shard", head, text), _integer("--shard", count_text, text)
     if count < 1 or not 0 <= index < count:
         raise UsageError(f"--shard={text}: the shard index must be 0..N-1 and N at least 1 "
                          f"(got index {index} of {count})")
@@ -225,19 +235,6 @@ def _integer(flag: str, part: str, whole: str) -> int:
         return int(part)
     except ValueError:
         raise UsageError(f"{flag}={whole}: {part!r} is not a whole number") from None
-
-
-def _scheduler_index(environ) -> Tuple[int, Optional[int]]:
-    """(index, count or None) from Slurm's or Kubernetes' environment variables."""
-    if "SLURM_ARRAY_TASK_ID" in environ:
-        index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN",
-                                                                      0))
-        count = environ.get("SLURM_ARRAY_TASK_COUNT")
-        return index, int(count) if count else None
-    if "JOB_COMPLETION_INDEX" in environ:
-        return int(environ["JOB_COMPLETION_INDEX"]), None
-    raise UsageError("--shard=auto: neither SLURM_ARRAY_TASK_ID (a Slurm job array) nor "
-                     "JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) is set; give --shard=K/N")
 
 
 def shard(configs: List[Config], index: int, count: int) -> List[Config]:
@@ -260,7 +257,7 @@ def check(grid: Grid, retry_diverged: bool = False) -> List[str]:
     clashes, notes = [], []
     for config in grid.configs:
         run_dir = RunDir(config.run_dir)
-        if config.overwrite:
+        if run_dir.will_overwrite(config, scheduler.invocation()):
             continue
         clash = run_dir.clash(config)
         if clash:

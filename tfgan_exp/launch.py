@@ -5,12 +5,16 @@ run as a process of its own (``python -m tfgan_exp.cli --run_config=JSON``), at 
 at a time: each is pinned to its own GPU where there are GPUs (CUDA_VISIBLE_DEVICES) and
 to its share of the CPU cores (affinity and TensorFlow's thread pools), its output lines
 are prefixed with its run's name, and a SIGTERM or SIGINT to this process is passed to
-every run, which saves a checkpoint and stops. Either way a diverged run is recorded in
-its folder and the grid goes on.
+every run, which saves a checkpoint and stops. Either way a run already trained is
+counted without loading anything, a diverged run is recorded in its folder, a run whose
+folder another process holds (``lease``) is skipped with a note, a run that crashes or
+is killed (by a signal this launcher did not send: the OOM killer's SIGKILL, SIGABRT) is
+recorded in its folder's failed.json, and the grid goes on.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
-1 when a run failed (crashed, or stopped with an error), 2 for a user's mistake found
-before training, 128 + N when signal N stopped it.
+1 when a run failed (crashed, was killed, or stopped with an error) or was held by
+another process, 2 for a user's mistake found before training, 128 + N when signal N
+stopped it.
 """
 import dataclasses
 import json
@@ -22,32 +26,49 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+import traceback
+from typing import Dict, List, Optional, Tuple
 
-from tfgan_exp.config import Config, TrainingDiverged
+from tfgan_exp import lease as lease_lib
+from tfgan_exp import scheduler, stopping
+from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.rundir import RunDir
 
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
-# Exit statuses of one run's process (``cli``): the launcher reads them back.
-EXIT_USAGE, EXIT_DIVERGED = 2, 3
+# Exit statuses of one run's process (``cli``): the launcher reads them back. A run
+# started by the launcher (--run_config) exits EXIT_HELD when another process holds its
+# folder; run by a user, it exits 2 then, as for any reason it cannot start.
+EXIT_USAGE, EXIT_DIVERGED, EXIT_HELD = 2, 3, 4
+LISTED = 5  # names listed in the summary line per kind; the rest are counted
 
 
 @dataclasses.dataclass
 class Tally:
-    """How the runs of a grid ended."""
+    """How the runs of a grid ended, and which failed or were held."""
     total: int
     finished: int = 0
     diverged: int = 0
-    failed: int = 0
     signal: Optional[int] = None  # the signal that stopped the grid, if one did
+    failed_runs: List[str] = dataclasses.field(default_factory=list)
+    held_runs: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_runs)
+
+    @property
+    def held(self) -> int:
+        return len(self.held_runs)
 
     @property
     def not_run(self) -> int:
-        return self.total - self.finished - self.diverged - self.failed
+        return self.total - self.finished - self.diverged - self.failed - self.held
 
     def summary(self) -> str:
         parts = [f"{self.finished} finished", f"{self.diverged} diverged",
-                 f"{self.failed} failed"]
+                 f"{self.failed} failed{_listed(self.failed_runs)}"]
+        if self.held:
+            parts.append(f"{self.held} held by another process{_listed(self.held_runs)}")
         if self.not_run:
             parts.append(f"{self.not_run} not finished")
         line = f"grid: {self.total} runs: {', '.join(parts)}"
@@ -59,7 +80,14 @@ class Tally:
     def exit_status(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.held else 0
+
+
+def _listed(names: List[str]) -> str:
+    if not names:
+        return ""
+    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return f" ({', '.join(names[:LISTED])}{more})"
 
 
 def run_name(config: Config, root: str) -> str:
@@ -70,43 +98,102 @@ def run_name(config: Config, root: str) -> str:
 def run_sequentially(configs: List[Config], root: str) -> Tally:
     """Trains the runs one after another in this process.
 
-    A user's mistake found while a run starts (UsageError) and a signal stop the grid
-    (they propagate); a divergence is counted and the grid goes on.
+    A run already trained is counted before anything is loaded for it. A divergence is
+    counted; a run whose folder another process holds is skipped with a note; a run
+    that crashes (any other exception: out of memory, an unreadable checkpoint, an I/O
+    error, a problem found only once it starts) is recorded in its folder's failed.json;
+    and the grid goes on to the next run. A stop signal (SIGTERM, SIGINT) stops the grid,
+    the run under way saving a checkpoint.
     """
-    from tfgan_exp import training  # imports TensorFlow
     tally = Tally(len(configs))
-    for number, config in enumerate(configs, start=1):
-        print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr, flush=True)
-        try:
-            training.run(config)
-            tally.finished += 1
-        except TrainingDiverged as error:
-            print(f"diverged: {error}", file=sys.stderr, flush=True)
-            tally.diverged += 1
-        except training.Interrupted as error:
-            tally.signal = error.signum
-            print(f"stopped: {error}", file=sys.stderr, flush=True)
-            break
+    try:
+        from tfgan_exp import training  # imports TensorFlow: a signal may come meanwhile
+        for number, config in enumerate(configs, start=1):
+            name = run_name(config, root)
+            stopping.check()  # a signal that came as the last run ended stops the grid here
+            print(f"[grid {number}/{len(configs)}] {config.run_dir}", file=sys.stderr,
+                  flush=True)
+            if already_trained(config):
+                print(f"{config.run_dir}: already trained for {config.epochs} epochs",
+                      file=sys.stderr, flush=True)
+                tally.finished += 1
+                continue
+            try:
+                training.run(config)
+                tally.finished += 1
+            except TrainingDiverged as error:
+                print(f"diverged: {error}", file=sys.stderr, flush=True)
+                tally.diverged += 1
+            except lease_lib.Held as error:
+                print(f"note: {config.run_dir} is held by another process "
+                      f"({lease_lib.describe(error.holder)}); skipped", file=sys.stderr,
+                      flush=True)
+                tally.held_runs.append(name)
+            except stopping.Interrupted:
+                raise
+            except Exception as error:  # a crash of this run: the others still train
+                record_crash(config, error)
+                tally.failed_runs.append(name)
+    except stopping.Interrupted as error:
+        tally.signal = error.signum
+        print(f"stopped: {error}", file=sys.stderr, flush=True)
     return tally
 
 
-def visible_gpus(environ=None) -> List[str]:
+def record_crash(config: Config, error: BaseException) -> None:
+    """Says on stderr that the run crashed (with the traceback, unless it is a user's
+    mistake) and records it in its folder's failed.json."""
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    if not isinstance(error, UsageError):
+        print("".join(lines).rstrip(), file=sys.stderr)
+    message = str(error).strip()
+    why = f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+    print(f"failed: {config.run_dir}: {why}", file=sys.stderr, flush=True)
+    try:
+        RunDir(config.run_dir).record_failure(
+            why, error_type=type(error).__name__, message=message,
+            traceback="".join(lines).rstrip().splitlines()[-10:])
+    except OSError as write_error:
+        print(f"warning: cannot record the failure in {config.run_dir}: {write_error}",
+              file=sys.stderr, flush=True)
+
+
+def visible_gpus(environ=None, proc_dir: str = "/proc/driver/nvidia/gpus",
+                 dev_dir: str = "/dev") -> List[str]:
     """The NVIDIA GPUs a child process may be given, as CUDA_VISIBLE_DEVICES entries.
 
-    CUDA_VISIBLE_DEVICES when it is set, else one entry per GPU ``nvidia-smi -L`` lists,
-    else none. Found without importing TensorFlow, which would claim the GPUs' memory.
+    CUDA_VISIBLE_DEVICES when it is set; else the indices ``nvidia-smi --query-gpu=index``
+    prints (never line numbers of ``nvidia-smi -L``, whose MIG lines would shift them);
+    else, without a working nvidia-smi, one index per GPU the driver lists in
+    ``proc_dir`` (or per ``/dev/nvidiaN``), so that a missing tool does not give every
+    child every GPU; else none. Children get CUDA_DEVICE_ORDER=PCI_BUS_ID, the order
+    of nvidia-smi's indices. Found without importing TensorFlow, which would claim the
+    GPUs' memory.
     """
     environ = os.environ if environ is None else environ
     if "CUDA_VISIBLE_DEVICES" in environ:
         return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
-    if not shutil.which("nvidia-smi"):
-        return []
+    tool = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if tool:
+        try:
+            listing = subprocess.run([tool, "--query-gpu=index", "--format=csv,noheader"],
+                                     capture_output=True, text=True, timeout=30)
+            indices = [line.strip() for line in listing.stdout.splitlines()
+                       if line.strip().isdigit()]
+            if listing.returncode == 0 and indices:
+                return indices
+        except (OSError, subprocess.SubprocessError):
+            pass
+    count = len(_entries(proc_dir)) or len(
+        [name for name in _entries(dev_dir) if re.fullmatch(r"nvidia\d+", name)])
+    return [str(index) for index in range(count)]
+
+
+def _entries(directory: str) -> List[str]:
     try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                 timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
+        return os.listdir(directory)
+    except OSError:
         return []
-    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
 def slot_environment(slot: int, slots: int, cpus: List[int], gpus: List[str]) -> Dict:
@@ -128,6 +215,9 @@ def slot_environment(slot: int, slots: int, cpus: List[int], gpus: List[str]) ->
     }
     if gpus:
         environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        # nvidia-smi numbers GPUs by PCI bus; CUDA by default fastest first.
+        environ.setdefault("CUDA_DEVICE_ORDER", os.environ.get("CUDA_DEVICE_ORDER",
+                                                                "PCI_BUS_ID"))
         if slots > len(gpus):
             # Runs share a GPU: by default the first TensorFlow process takes nearly all
             # of its memory and the next cannot start.
@@ -164,6 +254,7 @@ class _Child:
 
     def __init__(self, config: Config, name: str, slot: int, placement: dict, lock):
         self.config, self.name, self.slot = config, name, slot
+        self.started = time.time()
         env = dict(os.environ, **placement["environ"])
         # The child imports this package from where this process found it.
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,20 +284,33 @@ class _Child:
 def already_trained(config: Config) -> bool:
     """The run's folder records all its epochs (and no divergence) and its newest
     checkpoint is at least as far: nothing to train. (grid.check has already compared
-    the folder's settings with ``config``; --overwrite always trains.)"""
+    the folder's settings with ``config``; --overwrite trains, unless this invocation
+    has overwritten the folder already: ``RunDir.will_overwrite``.)"""
     run_dir = RunDir(config.run_dir)
-    if config.overwrite or run_dir.saved_config() is None or run_dir.divergence():
+    if (run_dir.will_overwrite(config, scheduler.invocation())
+            or run_dir.saved_config() is None or run_dir.divergence()):
         return False
     records = run_dir.read_metrics()
     if not records or records[-1]["epoch"] < config.epochs:
         return False
-    # A run killed between its last metrics line and its last checkpoint is not done.
-    try:
-        with open(os.path.join(run_dir.checkpoint_dir, "checkpoint")) as f:
-            newest = re.search(r'^model_checkpoint_path: ".*ckpt-(\d+)"', f.read(), re.M)
-    except OSError:
-        return False
-    return bool(newest) and int(newest.group(1)) >= records[-1]["step"]
+    # A run killed between its last metrics line and its last checkpoint is not done
+    # (the newest checkpoint as a resume finds it, state file or not).
+    return run_dir.newest_checkpoint_step() >= records[-1]["step"]
+
+
+def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
+    """What a grid would do with ``config``'s run, as (kind, detail): ("train", ""),
+    ("finished", ""), ("diverged", "") when it is skipped, or ("held", who holds it)."""
+    run_dir = RunDir(config.run_dir)
+    if already_trained(config):
+        return "finished", ""
+    if (run_dir.divergence() and not retry_diverged
+            and not run_dir.will_overwrite(config, scheduler.invocation())):
+        return "diverged", ""
+    holder = lease_lib.holder(config.run_dir)
+    if holder is not None and holder.get("state") != "stopping":
+        return "held", lease_lib.describe(holder)
+    return "train", ""
 
 
 def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
@@ -243,6 +347,10 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
                 placement = slot_environment(slot, parallel, cpus, gpus)
                 child = _Child(config, run_name(config, root), slot, placement, lock)
                 running[slot] = child
+                if received and child.process.poll() is None:
+                    # The signal came while this child was being started, before it was
+                    # in ``running`` for ``forward`` to find: it stops too.
+                    child.process.send_signal(received[0])
                 where = f"CPUs {','.join(map(str, placement['cpus']))}"
                 if gpus:
                     where += f", GPU {placement['environ']['CUDA_VISIBLE_DEVICES']}"
@@ -258,7 +366,7 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
                     continue
                 child.wait()
                 del running[slot]
-                outcome = _count(tally, status)
+                outcome = _count(tally, child, status, received)
                 with lock:
                     print(f"[parallel] {child.name} {outcome} (exit status {status})",
                           flush=True)
@@ -276,14 +384,48 @@ def _wait_for_any(running: Dict[int, _Child]) -> None:
         time.sleep(0.2)
 
 
-def _count(tally: Tally, status: int) -> str:
+def _count(tally: Tally, child: _Child, status: int, forwarded: List[int]) -> str:
+    """Counts how a child ended; records a failure in its run's folder. A child ended by
+    a signal this launcher forwarded was stopped (checkpointed, resumable); by another
+    one (the OOM killer's SIGKILL, SIGABRT), it failed."""
     if status == 0:
         tally.finished += 1
         return "finished"
     if status == EXIT_DIVERGED:
         tally.diverged += 1
         return "diverged"
-    if status > 128 or status < 0:  # stopped by a signal, checkpointed: resumable
+    if status == EXIT_HELD:
+        tally.held_runs.append(child.name)
+        return "held by another process; skipped"
+    signum = -status if status < 0 else status - 128 if status > 128 else None
+    if signum is not None and signum in forwarded:
         return "stopped"
-    tally.failed += 1
-    return "failed"
+    run_dir = RunDir(child.config.run_dir)
+    if signum is not None:
+        why = _signal_death(signum, status)
+    else:
+        why = f"exited with status {status}"
+    try:
+        recorded = os.path.getmtime(run_dir.failed_path) >= child.started
+    except OSError:
+        recorded = False
+    if signum is not None or not recorded:  # the child could not write it itself
+        try:
+            run_dir.record_failure(why, exit_status=status)
+        except OSError as error:
+            print(f"warning: cannot record the failure in {run_dir.path}: {error}",
+                  file=sys.stderr, flush=True)
+    tally.failed_runs.append(child.name)
+    return f"failed: {why}"
+
+
+def _signal_death(signum: int, status: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    if status > 0:  # 128 + N from the process itself (e.g. a SIGTERM sent to it alone)
+        return f"exited with status {status} ({name}, not sent by the grid)"
+    hint = {signal.SIGKILL: " (out of memory?)", signal.SIGABRT: " (aborted)",
+            signal.SIGSEGV: " (segmentation fault)"}.get(signum, "")
+    return f"killed by {name}{hint}"

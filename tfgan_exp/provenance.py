@@ -12,9 +12,10 @@ import os
 import platform
 import socket
 import subprocess
-from typing import List, Optional
+from typing import List
 
 import tfgan_exp
+from tfgan_exp import scheduler
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tfgan_exp.__file__)))
 
@@ -22,19 +23,6 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tfgan_exp.__file_
 def now() -> str:
     """The time in UTC, ISO 8601 to the second."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def job_id(environ=None) -> Optional[str]:
-    """The scheduler's name for this process's job: Slurm's ``ARRAYJOB_TASK`` or job id,
-    a Kubernetes pod's name; None outside a scheduler."""
-    environ = os.environ if environ is None else environ
-    if environ.get("SLURM_ARRAY_JOB_ID"):
-        return f"slurm:{environ['SLURM_ARRAY_JOB_ID']}_{environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    if environ.get("SLURM_JOB_ID"):
-        return f"slurm:{environ['SLURM_JOB_ID']}"
-    if environ.get("KUBERNETES_SERVICE_HOST") and environ.get("HOSTNAME"):
-        return f"kubernetes:{environ['HOSTNAME']}"
-    return None
 
 
 def code_version() -> dict:
@@ -109,7 +97,7 @@ class Attempt:
         self.run_dir = run_dir
         self.record = dict(
             started=now(), ended=None, outcome=None, first_step=first_step, last_step=None,
-            pid=os.getpid(), job=job_id(), **machine(), strategy=strategy,
+            pid=os.getpid(), job=scheduler.job_id() or None, **machine(), strategy=strategy,
             replicas=replicas, deterministic=deterministic, code=code_version(),
             **software())
         self.machine = {k: self.record[k] for k in ("host", "cpu", "devices")}
@@ -120,3 +108,14 @@ class Attempt:
         """Records how the attempt ended: finished, diverged, stopped (a signal)."""
         self.record.update(ended=now(), outcome=outcome, last_step=last_step)
         self.run_dir.write_attempts(self._attempts)
+
+
+class _Unrecorded:
+    """Where no attempt is recorded (a non-chief worker): ends without a word."""
+    machine: dict = {}
+
+    def end(self, outcome: str, last_step: int) -> None:
+        pass
+
+
+NOT_RECORDED = _Unrecorded()

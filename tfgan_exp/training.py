@@ -11,8 +11,9 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute, models, provenance, summaries
-from tfgan_exp.evaluation.evaluator import EpochEvaluator, make_scorer
+from tfgan_exp import (data, distribute, lease as lease_lib, models, provenance, scheduler,
+                       stopping, summaries)
+from tfgan_exp.evaluation.evaluator import EpochEvaluator, EvaluationAbandoned, make_scorer
 from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
 from tfgan_exp.gan import GAN
@@ -57,14 +58,14 @@ def build_gan(config: Config, image_shape) -> GAN:
     return gan
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGINT stopped training after a finished step, which was checkpointed."""
+# Raised by a stop signal (SIGTERM, SIGINT): see ``stopping``.
+Interrupted = stopping.Interrupted
 
-    def __init__(self, signum: int, step: int, checkpoint: Optional[str]):
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after step {step}; saved {checkpoint}. "
-                         "Run the same command to resume.")
+
+def stopped_after(signum: int, step: int, checkpoint: Optional[str]) -> Interrupted:
+    """The stop of a run that has trained: its last step was checkpointed."""
+    return Interrupted(signum, f"stopped by {signal.Signals(signum).name} after step {step}; "
+                       f"saved {checkpoint}. Run the same command to resume.")
 
 
 class NonFiniteGuard(tf.keras.callbacks.Callback):
@@ -101,16 +102,22 @@ class NonFiniteGuard(tf.keras.callbacks.Callback):
 
 
 class EpochRecorder(tf.keras.callbacks.Callback):
-    """At each epoch's end: evaluate, draw samples, log, checkpoint, print progress.
+    """At each epoch's end: draw samples, checkpoint, evaluate, log, print progress.
 
-    Order matters for resuming: the metrics line is written before the checkpoint, and
-    a resumed run drops lines past its checkpoint, so every epoch appears exactly once.
+    Order matters for resuming. An epoch without evaluation writes its metrics line and
+    then its checkpoint; a resumed run drops lines past its checkpoint, so every epoch
+    appears exactly once. An epoch with evaluation is checkpointed first, its training
+    record kept in pending_epoch.json, and evaluated after: a stop signal then never
+    waits for an evaluation (it is abandoned between chunks, ``should_stop``), and a
+    resumed run evaluates the pending epoch before it trains on (``evaluate_pending``),
+    so every epoch still has exactly one line, with its evaluation.
     """
 
     def __init__(self, config: Config, run_dir: RunDir, sampler: ReplicatedMap,
                  state: TrainingState, steps_per_epoch: int, images_per_step: int,
                  chief: bool, evaluators: List[Evaluator] = (),
-                 guard: Optional[NonFiniteGuard] = None):
+                 guard: Optional[NonFiniteGuard] = None,
+                 should_stop: Optional[Callable[[], bool]] = None):
         super().__init__()
         self.guard = guard
         self.config = config
@@ -121,12 +128,17 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.images_per_step = images_per_step
         self.chief = chief
         self.evaluators = list(evaluators)
+        self.should_stop = should_stop
         self.fixed_z = data.fixed_noise(SAMPLE_GRID, config.latent_dim, config.seed)
         self.writer = None
         self.last_record: Optional[dict] = None
+        self.abandoned: Optional[int] = None  # the epoch whose evaluation a stop cut short
         self._epoch_seconds: List[float] = []
 
     def on_train_begin(self, logs=None):
+        self._open_writer()
+
+    def _open_writer(self):
         if self.chief and self.writer is None:
             self.writer = tf.summary.create_file_writer(self.run_dir.path)
             if self.state.step == 0:  # a resumed run's first event file has them already
@@ -153,22 +165,62 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         record["images_per_sec"] = ((step - self._start_step) * self.images_per_step
                                     / train_seconds)
         every = self.config.eval_every
-        due = every and number % every == 0
-        if due or number == self.config.epochs:
-            for evaluate in self.evaluators:
-                record.update(evaluate())
+        due = bool(self.evaluators) and (
+            (every and number % every == 0) or number == self.config.epochs)
         grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
         if self.chief:
             self.run_dir.write_samples(number, grid)
-            self.run_dir.append_metrics(record)
-            with self.writer.as_default(step=number):
-                for key, value in record.items():
-                    if key not in ("epoch", "step"):
-                        tf.summary.scalar(summaries.tag(key), value)
-                tf.summary.image("samples", grid[None])
-            self.writer.flush()
-        self.state.save()
-        self._epoch_seconds.append(time.perf_counter() - self._start)
+        if not due:
+            self._publish(record, grid)
+            self.state.save()
+            self._report(record, time.perf_counter() - self._start)
+            return
+        if self.chief:
+            self.run_dir.write_pending(record)
+        self.state.save()  # the epoch is safe before its evaluation starts
+        self._evaluate(record, grid, self._start)
+
+    def evaluate_pending(self, record: dict) -> bool:
+        """Evaluates the checkpointed epoch ``record`` (pending_epoch.json) with the
+        generator as restored; False if a stop abandoned it again."""
+        self._open_writer()
+        print(f"evaluating epoch {record['epoch']}, checkpointed before its evaluation "
+              "was stopped", file=sys.stderr, flush=True)
+        grid = image_grid(data.to_uint8(self.sampler(self.fixed_z)))
+        return self._evaluate(dict(record), grid, time.perf_counter() - record["seconds"])
+
+    def _evaluate(self, record: dict, grid: np.ndarray, start: float) -> bool:
+        try:
+            for evaluate in self.evaluators:
+                record.update(evaluate(self.should_stop))
+        except EvaluationAbandoned:
+            self.abandoned = record["epoch"]
+            if self.model is not None:
+                self.model.stop_training = True
+            print(f"evaluation of epoch {record['epoch']} abandoned for the stop; the "
+                  "epoch is checkpointed and is evaluated first when the run resumes",
+                  file=sys.stderr, flush=True)
+            return False
+        self._publish(record, grid)
+        if self.chief:
+            self.run_dir.clear_pending()
+        self._report(record, time.perf_counter() - start)
+        return True
+
+    def _publish(self, record: dict, grid: np.ndarray) -> None:
+        """The epoch's metrics line and TensorBoard points (the chief writes them)."""
+        if not self.chief:
+            return
+        self.run_dir.append_metrics(record)
+        with self.writer.as_default(step=record["epoch"]):
+            for key, value in record.items():
+                if key not in ("epoch", "step"):
+                    tf.summary.scalar(summaries.tag(key), value)
+            tf.summary.image("samples", grid[None])
+        self.writer.flush()
+
+    def _report(self, record: dict, seconds: float) -> None:
+        self._epoch_seconds.append(seconds)
         self.last_record = record
         print(progress_line(record, self.config.epochs, self._epoch_seconds), flush=True)
 
@@ -203,20 +255,28 @@ def _duration(seconds: float) -> str:
 def run(config: Config) -> Optional[dict]:
     """Trains (or resumes) one run; returns the last epoch's metrics record.
 
+    The process holds the run folder's lease (``lease``) from before it reads the folder
+    until it returns: a second process on the same folder waits for a stopping holder,
+    or raises ``lease.Held``. Under a multi-worker strategy the chief takes it.
+
     Args:
       config: the settings; defaults are resolved and everything is validated first.
 
     Raises:
       UsageError: a user's mistake, found before any training step and before the run
-        directory is created.
+        directory is written (a folder created for the lease alone is removed again).
+      lease.Held: another process is training this run folder.
       TrainingDiverged: a non-finite loss or gradient norm; the last good checkpoint
         is kept.
-      Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved.
+      Interrupted: SIGTERM or SIGINT; a checkpoint of the last finished step is saved
+        (an evaluation under way is abandoned, and runs first on resuming).
     """
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
+    invocation = scheduler.invocation()
+    overwrite = run_dir.will_overwrite(config, invocation)
     earlier = run_dir.divergence()
-    if earlier and not (config.retry_diverged or config.overwrite):
+    if earlier and not (config.retry_diverged or overwrite):
         raise TrainingDiverged(
             f"{config.run_dir} diverged before, in epoch {earlier['epoch']}, step "
             f"{earlier['step']} ({', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}"
@@ -226,133 +286,226 @@ def run(config: Config) -> Optional[dict]:
         tf.config.experimental.enable_op_determinism()
     check_writable(config.run_dir)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
+    stopping.reassert()  # after the strategy: see there
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise UsageError(f"--batch_size={config.batch_size} does not split across "
                          f"{replicas} replicas; use a multiple of {replicas}")
-    images = data.load_images(config.dataset, config.image_size, config.data_dir)
-    batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
-                                   config.latent_dim, config.seed)
     chief = distribute.is_chief(strategy)
     cluster = distribute.is_cluster(config.strategy, config.tpu)
     agree = distribute.agreement(strategy) if cluster else None
+    lease = _take_lease(config.run_dir, chief, agree)
+    try:
+        with (stopping.on_request(lease.mark_stopping) if lease
+              else contextlib.nullcontext()):
+            record = _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
+                            invocation)
+        if chief:
+            run_dir.clear_failure()  # this attempt succeeded: an older failure is history
+        return record
+    finally:
+        with stopping.deferred():  # a signal now must not cut the release short
+            if lease is not None:
+                lease.release(remove_unused=True)
+
+
+def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
+    """The chief's lease of the run folder; in a cluster every worker hears if the chief
+    could not take it (they would otherwise wait for it at the next collective)."""
+    lease, problem = None, None
+    if chief:
+        try:
+            lease = lease_lib.Lease(path).acquire()
+        except lease_lib.Held as error:
+            problem = error
+        except OSError as error:
+            problem = UsageError(f"cannot write {path}: {error}")
+    if agree is not None and agree(1 if problem else 0) and problem is None:
+        problem = UsageError(f"the chief worker could not take the lease of {path}; see "
+                             "its output")
+    if problem is not None:
+        if lease is not None:
+            lease.release(remove_unused=True)
+        raise problem
+    return lease
+
+
+def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool, agree,
+           overwrite: bool, invocation: str) -> Optional[dict]:
+    """``run`` once the lease is held: load, build, prepare the folder, resume, fit."""
+    replicas = strategy.num_replicas_in_sync
+    images = data.load_images(config.dataset, config.image_size, config.data_dir)
+    batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
+                                   config.latent_dim, config.seed)
     scorer = make_scorer(config, images, strategy, agree, chief)
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
 
-    existing = not config.overwrite and run_dir.saved_config() is not None
-    problem = ""
-    if chief:
+    # From here on the run folder is written: a stop signal is recorded and acted on
+    # where the run can save and stop, never in the middle of a write.
+    with StopSignals() as signals:
+        existing = not overwrite and run_dir.saved_config() is not None
+        problem = ""
+        if chief:
+            try:
+                run_dir.prepare(config, overwrite=overwrite, keep=lease_lib.FILES,
+                                invocation=invocation)
+                run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
+            except UsageError as error:
+                problem = str(error)
+            except OSError as error:  # a full or read-only disk: every worker must hear of it
+                problem = f"cannot write {config.run_dir}: {error}"
+        # In a cluster no worker reads the run directory before the chief has prepared it
+        # (with --overwrite: emptied it), and if the chief cannot, every worker stops.
+        if cluster and agree(1 if problem else 0) and not problem:
+            problem = f"the chief worker could not prepare {config.run_dir}; see its output"
+        if problem:
+            raise UsageError(problem)
+        # Non-chief workers must save too (saving is collective) but somewhere of their own.
+        checkpoint_dir = (run_dir.checkpoint_dir if chief
+                          else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
+        if not chief:
+            print(f"non-chief worker: checkpoints in {checkpoint_dir}", file=sys.stderr)
+        # Every worker resumes from the chief's checkpoints: give all the same --run_dir,
+        # on storage they share.
+        state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints,
+                              restore_directory=run_dir.checkpoint_dir)
+        spe = batches.steps_per_epoch
         try:
-            run_dir.prepare(config, overwrite=config.overwrite)
-            run_dir.clear_divergence()  # a retry: diverged.json is written again if need be
+            start_step, restore_problem = state.restore(), ""
         except UsageError as error:
-            problem = str(error)
-        except OSError as error:  # a full or read-only disk: every worker must hear of it
-            problem = f"cannot write {config.run_dir}: {error}"
-    # In a cluster no worker reads the run directory before the chief has prepared it
-    # (with --overwrite: emptied it), and if the chief cannot, every worker stops.
-    if cluster and agree(1 if problem else 0) and not problem:
-        problem = f"the chief worker could not prepare {config.run_dir}; see its output"
-    if problem:
-        raise UsageError(problem)
-    # Non-chief workers must save too (saving is collective) but somewhere of their own.
-    checkpoint_dir = (run_dir.checkpoint_dir if chief
-                      else tempfile.mkdtemp(prefix="tfgan_exp-worker-"))
-    if not chief:
-        print(f"non-chief worker: checkpoints in {checkpoint_dir}", file=sys.stderr)
-    # Every worker resumes from the chief's checkpoints: give all the same --run_dir, on
-    # storage they share.
-    state = TrainingState(gan, checkpoint_dir, config.keep_checkpoints,
-                          restore_directory=run_dir.checkpoint_dir)
-    spe = batches.steps_per_epoch
-    try:
-        start_step, restore_problem = state.restore(), ""
-    except UsageError as error:
-        if not cluster:
-            raise
-        start_step, restore_problem = -1, str(error)  # the others must hear of it
-    if cluster:
-        # Workers that resumed from different checkpoints would train different models
-        # in lockstep: the newest could not be read by all (storage not shared, or not
-        # yet consistent). Steps are exact up to 2**24 through the float32 collective.
-        oldest, newest = distribute.spread(agree, start_step)
-        if restore_problem:
-            raise UsageError(restore_problem)
-        if oldest < 0:
-            raise UsageError("another worker could not restore a checkpoint; see its output")
-        if newest != oldest:
-            raise UsageError(f"the workers resumed from different steps ({oldest} to "
-                             f"{newest}): give every worker the same --run_dir on storage "
-                             "they all read")
-    start_epoch, offset = divmod(start_step, spe)
-    if chief:  # what was logged after the checkpoint is logged again from here
-        run_dir.keep_metrics_through(start_epoch)
-        summaries.drop_events_after(run_dir.path, start_epoch)
-    if existing and not start_step:
-        print(f"note: {config.run_dir} holds no complete checkpoint yet; training starts "
-              "from the beginning", file=sys.stderr)
-    if start_step:
-        print(f"resuming {config.run_dir} at step {start_step} (epoch {start_epoch + 1}, "
-              f"step {offset} of {spe})", file=sys.stderr)
-    if start_epoch >= config.epochs:
-        print(f"{config.run_dir}: already trained for {start_epoch} epochs", file=sys.stderr)
-        records = run_dir.read_metrics()
-        return records[-1] if records else None
-    if chief:
-        if scorer is not None:
-            run_dir.write_reference(scorer.describe(config.eval_samples))
-        attempt = provenance.Attempt(run_dir, distribute.resolve_name(config.strategy,
-                                                                      config.tpu),
-                                     replicas, start_step, config.deterministic)
+            if not cluster:
+                raise
+            start_step, restore_problem = -1, str(error)  # the others must hear of it
+        if cluster:
+            # Workers that resumed from different checkpoints would train different
+            # models in lockstep: the newest could not be read by all (storage not
+            # shared, or not yet consistent). Steps are exact up to 2**24 through the
+            # float32 collective.
+            oldest, newest = distribute.spread(agree, start_step)
+            if restore_problem:
+                raise UsageError(restore_problem)
+            if oldest < 0:
+                raise UsageError("another worker could not restore a checkpoint; see its "
+                                 "output")
+            if newest != oldest:
+                raise UsageError(f"the workers resumed from different steps ({oldest} to "
+                                 f"{newest}): give every worker the same --run_dir on "
+                                 "storage they all read")
+        start_epoch, offset = divmod(start_step, spe)
+        pending = None
+        if chief:  # what was logged after the checkpoint is logged again from here
+            run_dir.keep_metrics_through(start_epoch)
+            summaries.drop_events_after(run_dir.path, start_epoch)
+            pending = _pending_evaluation(run_dir, start_epoch, offset)
+        if cluster and agree(1 if pending else 0) and not chief:
+            # The chief evaluates it and writes its line; every worker takes part.
+            pending = {"epoch": start_epoch, "step": start_step, "seconds": 0.0}
+        if existing and not start_step:
+            print(f"note: {config.run_dir} holds no complete checkpoint yet; training "
+                  "starts from the beginning", file=sys.stderr)
+        if start_step:
+            print(f"resuming {config.run_dir} at step {start_step} (epoch "
+                  f"{start_epoch + 1}, step {offset} of {spe})", file=sys.stderr)
 
-    guard = NonFiniteGuard(state)
-    evaluators = [] if scorer is None else [EpochEvaluator(
-        scorer, strategy, gan.generator, config.eval_samples, config.latent_dim, config.seed)]
-    sampler = ReplicatedMap(strategy, lambda z: gan.generator(z, training=False))
-    recorder = EpochRecorder(config, run_dir, sampler, state, spe, batches.images_per_step,
-                             chief, evaluators, guard)
-    print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
-          f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs of "
-          f"{spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
-          f"{config.run_dir}", file=sys.stderr, flush=True)
-    # A run resumed within an epoch first finishes that epoch (a fit of its remaining
-    # steps, with the epoch's running means put back), then fits whole epochs.
-    phases = []
-    if offset:
-        phases.append((start_epoch, start_epoch + 1, spe - offset))
-        start_epoch += 1
-    if start_epoch < config.epochs:
-        phases.append((start_epoch, config.epochs, spe))
-    resumed_means = state.tracker_values() if offset else None
-    with StopSignals() as signals, contextlib.closing(recorder):
         stop = ClusterStop(agree, signals) if cluster else None
-        checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps, signals,
-                                        guard, resumed_means, stop)
-        for first_epoch, end_epoch, steps in phases:
-            first_step = state.step
-            gan.fit(batches.dataset(first_step, first_step + (end_epoch - first_epoch) * steps),
-                    epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
-                    callbacks=[guard, checkpointer, recorder], verbose=0)
-            if guard.failure or (stop.agreed if stop else signals.received) is not None:
-                break
-        if stop is not None and not guard.failure and stop.agreed is None:
-            # A signal that came after the last step's poll (say, during the last
-            # evaluation): every worker asks once more, together, so all stop alike.
-            stop.poll()
+        should_stop = stop.poll if stop else (lambda: signals.received is not None)
+        guard = NonFiniteGuard(state)
+        evaluators = [] if scorer is None else [EpochEvaluator(
+            scorer, strategy, gan.generator, config.eval_samples, config.latent_dim,
+            config.seed)]
+        sampler = ReplicatedMap(strategy, lambda z: gan.generator(z, training=False))
+        recorder = EpochRecorder(config, run_dir, sampler, state, spe,
+                                 batches.images_per_step, chief, evaluators, guard,
+                                 should_stop)
+        with contextlib.closing(recorder):
+            if pending is not None and not recorder.evaluate_pending(pending):
+                raise _stopped_in_evaluation(stop.agreed if stop else signals.received,
+                                             recorder.abandoned, state)
+            if start_epoch >= config.epochs:
+                print(f"{config.run_dir}: already trained for {start_epoch} epochs",
+                      file=sys.stderr)
+                records = run_dir.read_metrics()
+                return records[-1] if records else None
+            stopped_by = stop.agreed if stop else signals.received
+            if stopped_by is not None:  # came while the folder was prepared: nothing trained
+                raise Interrupted(stopped_by, f"stopped by {signal.Signals(stopped_by).name} "
+                                  "before training resumed; nothing was lost. Run the same "
+                                  "command to resume.")
+            if chief and scorer is not None:
+                run_dir.write_reference(scorer.describe(config.eval_samples))
+            attempt = (provenance.Attempt(run_dir, distribute.resolve_name(config.strategy,
+                                                                           config.tpu),
+                                          replicas, start_step, config.deterministic)
+                       if chief else provenance.NOT_RECORDED)
+            print(f"training {config.g_loss}/{config.d_loss} on {config.dataset} "
+                  f"({len(images)} images, {images.shape[1]}px) for {config.epochs} epochs "
+                  f"of {spe} steps, batch {config.batch_size} on {replicas} replica(s) -> "
+                  f"{config.run_dir}", file=sys.stderr, flush=True)
+            # A run resumed within an epoch first finishes that epoch (a fit of its
+            # remaining steps, with the epoch's running means put back), then fits whole
+            # epochs.
+            phases = []
+            if offset:
+                phases.append((start_epoch, start_epoch + 1, spe - offset))
+                start_epoch += 1
+            if start_epoch < config.epochs:
+                phases.append((start_epoch, config.epochs, spe))
+            resumed_means = state.tracker_values() if offset else None
+            checkpointer = StepCheckpointer(state, spe, config.checkpoint_every_steps,
+                                            signals, guard, resumed_means, stop)
+            for first_epoch, end_epoch, steps in phases:
+                first_step = state.step
+                gan.fit(batches.dataset(first_step,
+                                        first_step + (end_epoch - first_epoch) * steps),
+                        epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
+                        callbacks=[guard, checkpointer, recorder], verbose=0)
+                if (guard.failure or recorder.abandoned
+                        or (stop.agreed if stop else signals.received) is not None):
+                    break
+            if (stop is not None and not guard.failure and stop.agreed is None
+                    and recorder.abandoned is None):
+                # A signal that came after the last step's poll (say, during the last
+                # evaluation): every worker asks once more, together, so all stop alike.
+                stop.poll()
     if guard.failure:
         kept = state.manager.latest_checkpoint or "none yet"
         if chief:  # where, too: a NaN from a faulty device is not the loss's doing
             run_dir.record_divergence(dict(guard.where, checkpoint=kept, **attempt.machine))
-            attempt.end("diverged", state.step)
+        attempt.end("diverged", state.step)
         raise TrainingDiverged(f"{guard.failure}. The last good checkpoint is kept "
                                f"({kept}) and {run_dir.diverged_path} says where; lower "
                                "the learning rates or change the loss.")
     stopped_by = stop.agreed if stop else signals.received
-    if chief:
-        attempt.end("finished" if stopped_by is None else "stopped", state.step)
-    if stopped_by is not None:
-        raise Interrupted(stopped_by, state.step, state.manager.latest_checkpoint)
+    if recorder.abandoned is not None:
+        attempt.end("stopped", state.step)
+        raise _stopped_in_evaluation(stopped_by, recorder.abandoned, state)
+    if stopped_by is not None and state.step < config.epochs * spe:
+        # (A signal at the last step ends a complete run: nothing is left to resume.)
+        attempt.end("stopped", state.step)
+        raise stopped_after(stopped_by, state.step, state.manager.latest_checkpoint)
+    attempt.end("finished", state.step)
     return recorder.last_record
 
+
+def _pending_evaluation(run_dir: RunDir, start_epoch: int, offset: int) -> Optional[dict]:
+    """The checkpointed epoch still to evaluate: pending_epoch.json when it is the epoch
+    the run resumes at and has no metrics line; else None (and a stale record is
+    dropped: the run resumed from an older checkpoint and trains that epoch again)."""
+    pending = run_dir.pending()
+    if pending is None:
+        return None
+    records = run_dir.read_metrics()
+    if (offset or pending.get("epoch") != start_epoch
+            or (records and records[-1]["epoch"] >= start_epoch)):
+        run_dir.clear_pending()
+        return None
+    return pending
+
+
+def _stopped_in_evaluation(signum: int, epoch: int, state: TrainingState) -> Interrupted:
+    return Interrupted(signum, f"stopped by {signal.Signals(signum).name} during the "
+                       f"evaluation of epoch {epoch}, which is saved "
+                       f"({state.manager.latest_checkpoint}); the same command resumes, "
+                       "evaluating it first.")

@@ -10,6 +10,7 @@ built under, chunk by chunk. Each has a ``name`` that prefixes its metrics and a
 import hashlib
 import json
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -130,13 +131,35 @@ def inception_standin():
                                       "pool_3": net.get_layer("avg_pool").output})
 
 
+def check_inception(handle: str) -> None:
+    """Raises UsageError unless the Inception model ``handle`` can be had, without
+    loading it: a local directory must hold the SavedModel; a URL must be in the TF-Hub
+    cache (TFHUB_CACHE_DIR) or its host must answer."""
+    if "://" not in handle:
+        if not os.path.exists(os.path.join(handle, "saved_model.pb")):
+            raise UsageError(f"--inception_model={handle}: no SavedModel there "
+                             f"(expected {os.path.join(handle, 'saved_model.pb')}).\n"
+                             + INCEPTION_HELP)
+        return
+    from tfgan_exp.data import unreachable_hosts
+    # TF-Hub keeps a fetched module in a folder named by the SHA-1 of its URL.
+    cache = os.environ.get("TFHUB_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                               "tfhub_modules")
+    cached = os.path.join(cache, hashlib.sha1(handle.encode("utf8")).hexdigest())
+    if os.path.exists(os.path.join(cached, "saved_model.pb")):
+        return
+    unreachable = unreachable_hosts([handle])
+    if unreachable:
+        raise UsageError(f"cannot load the Inception model {handle}: it is not in the "
+                         f"TF-Hub cache ({cache}) and {' or '.join(unreachable)} cannot be "
+                         "reached.\n" + INCEPTION_HELP)
+
+
 def _load_saved_model(handle: str):
     """hub.load with a message that says how to get the module when it cannot be had."""
     is_url = "://" in handle
-    if not is_url and not os.path.exists(os.path.join(handle, "saved_model.pb")):
-        raise UsageError(f"--inception_model={handle}: no SavedModel there "
-                         f"(expected {os.path.join(handle, 'saved_model.pb')}).\n"
-                         + INCEPTION_HELP)
+    if not is_url:
+        check_inception(handle)
     import tensorflow_hub as hub  # slow import: only when Inception is used
     try:
         return hub.load(handle)

@@ -192,6 +192,10 @@ class Scorer:
                 "anchor": self.reference.anchor}
 
 
+class EvaluationAbandoned(Exception):
+    """A stop was asked for during an evaluation, which was left unfinished."""
+
+
 class EpochEvaluator:
     """Scores ``num_samples`` generated images against the real features.
 
@@ -211,9 +215,27 @@ class EpochEvaluator:
             strategy, lambda z: classifier.forward(generator(z, training=False)),
             classifier.chunk_size)
 
-    def __call__(self) -> Dict[str, float]:
+    def __call__(self, should_stop: Optional[Callable[[], bool]] = None) -> Dict[str, float]:
+        """The metric record of this epoch's generator.
+
+        ``should_stop`` is asked between chunks (one whole chunk across the replicas at a
+        time) and before the metrics are computed; when it says True the evaluation is
+        abandoned (EvaluationAbandoned), so that a stop signal never waits for it. Under
+        a multi-worker strategy it must be a collective every worker calls alike
+        (``ClusterStop.poll``): they then abandon at the same chunk, or none does.
+        """
         start = time.perf_counter()
-        logits, features = self._map(self.z)
+        if should_stop is None:
+            logits, features = self._map(self.z)
+        else:
+            parts = []
+            for part in data.chunks(self.z, self._map.chunk_size):
+                if should_stop():
+                    raise EvaluationAbandoned()
+                parts.append(self._map(part))
+            if should_stop():
+                raise EvaluationAbandoned()
+            logits, features = (np.concatenate(p) for p in zip(*parts))
         record = summarise(self.scorer.classifier.name, logits, features,
                            self.scorer.reference)
         record["eval_seconds"] = time.perf_counter() - start
