@@ -233,7 +233,18 @@ def test_made_with_lists_the_software_and_warns_when_a_comparison_mixes_them(tmp
     assert "**They differ.**" in made_with
     assert "| tfgan_exp 0.1.0 (abc1234567), TensorFlow 2.21.0, AMD EPYC, CPU | 5 |" in made_with
     assert "Intel Xeon, CPU | 1 |" in made_with
-    assert "made with 2 different combinations" in section(text, "### Verdict", "###")
+    verdict = section(text, "### Verdict", "###")
+    assert "made with 2 different software or machines" in verdict
+    assert "versions of this tool" not in verdict  # one version made them all
+    # Resumed by another version of the code, on the same machine: said, less gravely.
+    run_dir = RunDir(str(tmp_path / "hinge-0"))
+    run_dir.write_attempts(run_dir.attempts() + [dict(run_dir.attempts()[0], code={
+        "version": "0.1.0", "git_commit": "def4567890123"})])
+    for seed in (1, 2):
+        made = RunDir(str(tmp_path / f"hinge-{seed}"))
+        made.write_attempts([dict(made.attempts()[0], cpu="AMD EPYC")])
+    verdict = section(report_text(tmp_path), "### Verdict", "###")
+    assert "2 versions of this tool" in verdict and "software or machines" not in verdict
 
 
 # --- searches and tuned re-runs -----------------------------------------------------------

@@ -301,36 +301,45 @@ def _power_sentence(others, findings, loss_groups, reference, tests: int,
 
 # --- provenance -------------------------------------------------------------------------------
 
-def _made_with(attempt: dict) -> str:
-    """One line for the code, software and machine of an attempt."""
+def _code(attempt: dict) -> str:
+    """The tool's version of an attempt: 'tfgan_exp 0.1.0 (abc1234567)'."""
     code = attempt.get("code", {})
     version = code.get("version", "?")
     if code.get("git_commit"):
-        version += f" ({code['git_commit'][:10]}{', uncommitted changes' if code.get('git_dirty') else ''})"
+        dirty = ", uncommitted changes" if code.get("git_dirty") else ""
+        version += f" ({code['git_commit'][:10]}{dirty})"
+    return f"tfgan_exp {version}"
+
+
+def _environment(attempt: dict) -> str:
+    """The software and machine of an attempt: 'TensorFlow 2.21.0, AMD EPYC, CPU'."""
     cuda = f", CUDA {attempt['cuda']}" if attempt.get("cuda") else ""
-    return (f"tfgan_exp {version}, TensorFlow {attempt.get('tensorflow', '?')}{cuda}, "
-            f"{attempt.get('cpu', '?')}, {' + '.join(attempt.get('devices', ['?']))}")
+    return (f"TensorFlow {attempt.get('tensorflow', '?')}{cuda}, {attempt.get('cpu', '?')}, "
+            f"{' + '.join(attempt.get('devices', ['?']))}")
 
 
 UNRECORDED = "not recorded (made before provenance was kept)"
 
 
 def _run_made_with(run: Run) -> List[str]:
-    return sorted({_made_with(attempt) for attempt in run.attempts}) or [UNRECORDED]
+    return sorted({f"{_code(a)}, {_environment(a)}" for a in run.attempts}) or [UNRECORDED]
 
 
 def _provenance_warning(runs: Sequence[Run]) -> str:
-    kinds = {line for run in runs for line in _run_made_with(run)}
-    recorded = {kind for kind in kinds if kind != UNRECORDED}
-    if len(recorded) > 1:
-        return (f"Note: these runs were made with {len(recorded)} different combinations "
-                "of code, software and machine (see \"Made with\"): the same seeds take "
-                "other paths on each, so their runs are comparable only as samples.")
-    if UNRECORDED in kinds:
-        return ("Note: some of these runs do not record what made them (an older "
-                "version wrote them): whether they share code, software and machine is "
-                "unknown.")
-    return ""
+    attempts = [a for run in runs for a in run.attempts]
+    environments = {_environment(a) for a in attempts}
+    codes = {_code(a) for a in attempts}
+    notes = []
+    if len(environments) > 1:
+        notes.append(f"these runs were made with {len(environments)} different software or "
+                     "machines (see \"Made with\"): the same seeds take other paths on "
+                     "each, so their runs are comparable only as samples")
+    if len(codes) > 1:
+        notes.append(f"they were made (or resumed) by {len(codes)} versions of this tool: "
+                     "comparable as long as those versions train and measure alike")
+    if any(not run.attempts for run in runs):
+        notes.append("some do not record what made them (an older version wrote them)")
+    return ("Note: " + "; ".join(notes) + ".") if notes else ""
 
 
 def provenance_section(runs: Sequence[Run]) -> List[str]:
