@@ -1,0 +1,106 @@
+"""The README and docs/ cannot drift from the code: their links and anchors resolve, every
+flag they name exists, every flag of run.py is on the flags page, and the quick start's
+smoke test runs as written."""
+import glob
+import os
+import re
+import shlex
+
+import pytest
+
+from conftest import REPO, run_command
+
+PAGES = [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs",
+                                                                          "*.md")))
+FLAGS_PAGE = os.path.join(REPO, "docs", "running.md")
+# The tool's commands, each with the flags it defines (and absl's own).
+COMMANDS = [("run.py",), ("-m", "tfgan_exp.report"), ("-m", "tfgan_exp.score"),
+            ("-m", "tfgan_exp.prepare"), ("-m", "tfgan_exp.bench"),
+            ("-m", "tfgan_exp.bench_grid")]
+# Flags the pages name that belong to other programs: sbatch, scancel, docker, kubectl,
+# pip, tensorboard, nvidia-smi.
+FOREIGN = {"array", "gres", "cpus-per-task", "mem", "time", "requeue", "signal", "output",
+           "open-mode", "export", "parsable", "dependency", "kill-on-invalid-dep", "wrap",
+           "job-name", "gpus", "init", "cascade", "wait", "index-url", "quiet", "upgrade",
+           "helpfull", "help", "user", "partition", "account", "qos", "dry-run",
+           "logdir", "query-gpu"}
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: str) -> set:
+    with open(path) as f:
+        text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+    return {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
+
+
+def test_every_relative_link_and_anchor_resolves():
+    broken = []
+    for page in PAGES:
+        text = open(page).read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path \
+                else page
+            if not os.path.exists(resolved):
+                broken.append(f"{os.path.relpath(page, REPO)}: {target} (no such file)")
+            elif anchor and resolved.endswith(".md") and anchor not in anchors(resolved):
+                broken.append(f"{os.path.relpath(page, REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+@pytest.fixture(scope="module")
+def tool_flags():
+    """Every flag any of the tool's commands defines, from their --helpfull."""
+    names = set()
+    for command in COMMANDS:
+        result = run_command(*command, "--helpfull", timeout=120)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+        names |= set(re.findall(r"^\s+--(?:\[no\])?([\w-]+)", result.stdout, re.M))
+    return names
+
+
+def test_every_flag_the_pages_name_exists(tool_flags):
+    unknown = []
+    for page in PAGES:
+        text = open(page).read()
+        # (a name ending in * is a family, such as --lr_*)
+        for name in re.findall(r"(?<![\w-])--([a-z][\w-]*)(?![\w*-])", text):
+            if name not in tool_flags and name not in FOREIGN:
+                unknown.append(f"{os.path.relpath(page, REPO)}: --{name}")
+    assert not unknown, "\n".join(sorted(set(unknown)))
+
+
+def test_every_flag_of_run_py_is_on_the_flags_page():
+    result = run_command("run.py", "--help", timeout=120)
+    defined = set(re.findall(r"^\s+--(?:\[no\])?([\w-]+)", result.stdout, re.M))
+    page = open(FLAGS_PAGE).read()
+    missing = sorted(name for name in defined - {"run_config"}
+                     if f"`--{name}" not in page)
+    assert defined and not missing, missing
+
+
+def test_the_readme_stays_short_and_speaks_to_users():
+    text = open(PAGES[0]).read()
+    assert len(text) <= 12_000
+    for page in PAGES:
+        assert "session" not in open(page).read().lower(), page
+
+
+def test_the_quick_starts_smoke_test_runs_as_written(tmp_path):
+    text = open(PAGES[0]).read()
+    command = re.search(r"`\.venv/bin/python (run\.py [^`]*--run_dir=/tmp/smoke)`", text)
+    assert command, "the README's smoke test command"
+    args = [a.replace("/tmp/smoke", str(tmp_path / "smoke"))
+            for a in shlex.split(command.group(1))]
+    result = run_command(*args, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.exists(tmp_path / "smoke" / "metrics.jsonl")
+    assert "digits score" in result.stdout
