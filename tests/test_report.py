@@ -219,6 +219,7 @@ def test_the_anchor_row_and_the_set_sizes_are_stated(tmp_path):
         write_run(tmp_path, loss, [6.0], g_loss=loss)
     groups = section(report_text(tmp_path), "### Groups", "###")
     assert "| *real against real (anchor)* | – | – | – | – | 9.920 | 9.550 | 5.3 | 0.01 |" in groups
+    assert "| 0.909 | 0.904 | 10 | 0.01 |" in groups  # digits covered: a count
     assert ("compare the first 898 of them with 898 real images" in groups
             and "over 2,000 generated images" in groups)
 

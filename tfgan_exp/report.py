@@ -313,7 +313,7 @@ def _code(attempt: dict) -> str:
 
 def _environment(attempt: dict) -> str:
     """The software and machine of an attempt: 'TensorFlow 2.21.0, AMD EPYC, CPU'."""
-    cuda = f", CUDA {attempt['cuda']}" if attempt.get("cuda") else ""
+    cuda = f" (built for CUDA {attempt['cuda']})" if attempt.get("cuda") else ""
     return (f"TensorFlow {attempt.get('tensorflow', '?')}{cuda}, {attempt.get('cpu', '?')}, "
             f"{' + '.join(attempt.get('devices', ['?']))}")
 
@@ -384,7 +384,8 @@ def group_rows(groups: Dict[str, List[Run]], keys: Optional[Keys],
         row = {"group": "*real against real (anchor)*", "n": "–", "failed": "–",
                "diverged": "–", "interval": "–"}
         for title, key, decimals, scale in _metric_columns(keys):
-            row[title] = _value(anchor.get(key), decimals, scale)
+            text = _value(anchor.get(key), decimals, scale)
+            row[title] = _whole(text) if key == keys.classes else text
         rows.append(row)
     for name, runs in groups.items():
         measured = [r for r in runs if not r.divergence]
