@@ -1,22 +1,40 @@
-# GPU image: docker build -t tfgan_exp . && docker run --gpus all \
-#   -v "$PWD/runs:/runs" -v "$HOME/tensorflow_datasets:/data/tensorflow_datasets" \
-#   -v "$HOME/tfhub_cache:/data/tfhub_cache" tfgan_exp \
-#   python run.py --dataset=stl10 --g_loss=nonsat
-FROM tensorflow/tensorflow:2.21.0-gpu
+# The GPU image, as clusters run it (README.md, "Docker"):
+#   docker build -t tfgan_exp:0.1.0 .
+#   docker run --gpus all -v "$PWD/runs:/runs" -v "$HOME/tfgan_data:/data" \
+#     tfgan_exp:0.1.0 python run.py --dataset=stl10 --g_loss=nonsat
+# A slim Python with TensorFlow's CUDA libraries from pip (tensorflow[and-cuda]), as
+# TensorFlow's install guide recommends; the official python:3.11-slim-bookworm tag.
+FROM python:3.11-slim-bookworm
+
+# tini as PID 1: it passes SIGTERM on to the training process and reaps children, and
+# the training process's own handlers are set when it starts (tfgan_exp.stopping).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements.txt requirements-gpu.txt ./
+RUN pip install --no-cache-dir -r requirements-gpu.txt
 COPY run.py ./
 COPY tfgan_exp ./tfgan_exp
 
-# Runs go to /runs (the default --run_dir is runs/<name>, relative to /app); TFDS data,
-# the TF-Hub Inception module and our cache (the real images' features, the digits
-# classifier) are read from, and kept in, /data, so a new container computes none again.
-RUN ln -s /runs /app/runs
-ENV TFDS_DATA_DIR=/data/tensorflow_datasets \
+# A user of its own (root-squashed NFS refuses root's writes). UID at build time with
+# --build-arg UID=..., or at run time with docker run --user UID:GID: /runs, /data and
+# the home are writable by any user, so either works.
+ARG UID=1000
+RUN useradd --uid "${UID}" --create-home --home-dir /home/tfgan tfgan \
+    && mkdir -p /runs /data \
+    && chmod 1777 /runs /data /home/tfgan \
+    && ln -s /runs /app/runs
+ENV HOME=/home/tfgan \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TFDS_DATA_DIR=/data/tensorflow_datasets \
     TFHUB_CACHE_DIR=/data/tfhub_cache \
     TFGAN_EXP_CACHE=/data/tfgan_exp_cache
+USER tfgan
 VOLUME ["/runs", "/data"]
 
+# TensorBoard: docker run -p 6006:6006 ... tensorboard --logdir /runs --bind_all
+EXPOSE 6006
+ENTRYPOINT ["tini", "--"]
 CMD ["python", "run.py"]

@@ -23,7 +23,7 @@ FOREIGN = {"array", "gres", "cpus-per-task", "mem", "time", "requeue", "signal",
            "open-mode", "export", "parsable", "dependency", "kill-on-invalid-dep", "wrap",
            "job-name", "gpus", "init", "cascade", "wait", "index-url", "quiet", "upgrade",
            "helpfull", "help", "user", "partition", "account", "qos", "dry-run",
-           "logdir", "query-gpu"}
+           "logdir", "bind_all", "build-arg", "query-gpu"}
 
 
 def slug(heading: str) -> str:

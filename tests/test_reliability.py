@@ -162,9 +162,11 @@ def test_a_batch_that_does_not_split_across_replicas_is_refused(tmp_path, cache_
     # Two replicas from the two logical CPUs, standing in for two GPUs.
     monkeypatch.setattr(training.distribute, "make_strategy", lambda name, tpu="": mirrored)
     run_dir = str(tmp_path / "run")
-    with pytest.raises(UsageError, match="--batch_size=63 does not split across 2 replicas"):
+    with pytest.raises(UsageError, match=r"--batch_size=63 does not split across the 2 "
+                       r"replicas.*choose --batch_size=62 or --batch_size=64.*"
+                       r"--strategy=default"):
         training.run(Config(dataset="digits", batch_size=63, cache_dir=cache_dir,
-                            run_dir=run_dir))
+                            run_dir=run_dir, strategy="mirrored"))
     assert not os.path.exists(run_dir)
 
 

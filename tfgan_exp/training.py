@@ -288,9 +288,14 @@ def run(config: Config) -> Optional[dict]:
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     stopping.reassert()  # after the strategy: see there
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise UsageError(f"--batch_size={config.batch_size} does not split across "
-                         f"{replicas} replicas; use a multiple of {replicas}")
+    if config.batch_size % replicas:  # before any data or model is loaded
+        lower = config.batch_size // replicas * replicas
+        choices = [f"--batch_size={b}" for b in (lower, lower + replicas) if b > 0]
+        raise UsageError(
+            f"--batch_size={config.batch_size} does not split across the {replicas} "
+            f"replicas of --strategy={distribute.resolve_name(config.strategy, config.tpu)}; "
+            f"choose {' or '.join(choices)} (a multiple of {replicas}), or one device per "
+            "run: --strategy=default (with --parallel for a grid, one run per GPU)")
     chief = distribute.is_chief(strategy)
     cluster = distribute.is_cluster(config.strategy, config.tpu)
     agree = distribute.agreement(strategy) if cluster else None
