@@ -10,11 +10,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from conftest import REPO, run_command
 
 JOBS = os.path.join(REPO, "jobs")
+
+
+def manifests(name: str):
+    """The objects of a (multi-document) manifest in jobs/."""
+    with open(os.path.join(JOBS, name)) as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
 
 
 def would_train(output: str):
@@ -59,7 +66,7 @@ def test_slurm_array_tasks_cover_the_grid_once(tmp_path):
 
 def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):
     grid_job = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))
-    report_job = yaml.safe_load(open(os.path.join(JOBS, "k8s_report.yaml")))
+    report_job = next(doc for doc in manifests("k8s_report.yaml") if doc["kind"] == "Job")
     spec = grid_job["spec"]
     count = spec["completions"]
     assert spec["completionMode"] == "Indexed" and spec["parallelism"] == count
@@ -199,3 +206,156 @@ def test_make_study_stops_before_the_report_when_a_run_failed(tmp_path):
     assert "1 failed (g_loss=minimax,seed=3)" in result.stderr
     assert "make study: stopped before the report" in result.stderr
     assert len(log.read_text().splitlines()) == 1 and "report" not in log.read_text()
+
+
+# --- Kubernetes: schemas, failure policy, the run script, the in-cluster wait ----------
+
+def test_every_manifest_validates_against_the_kubernetes_schemas_in_strict_mode():
+    import kubernetes_validate
+    version = kubernetes_validate.latest_version()
+    names = sorted(n for n in os.listdir(JOBS) if n.endswith(".yaml"))
+    assert {"k8s_grid.yaml", "k8s_prepare.yaml", "k8s_report.yaml", "k8s_volumes.yaml"} <= set(
+        names)
+    for name in names:
+        for doc in manifests(name):
+            kubernetes_validate.validate(doc, version, strict=True)  # raises if invalid
+    # Strict mode does catch a field the API does not know.
+    job = manifests("k8s_grid.yaml")[0]
+    job["spec"]["template"]["spec"]["containers"][0]["gpus"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, version, strict=True)
+
+
+def pod_failure_action(rules, exit_code=None, conditions=()):
+    """What a Job's podFailurePolicy does with a failed pod, as Kubernetes decides it: the
+    first rule that matches its container's exit code or one of its conditions, else
+    'Count' (a retry of backoffLimitPerIndex is used)."""
+    for rule in rules:
+        on_codes = rule.get("onExitCodes")
+        if on_codes and exit_code is not None:
+            inside = exit_code in on_codes["values"]
+            if inside == (on_codes["operator"] == "In"):
+                return rule["action"]
+        for condition in rule.get("onPodConditions", []):
+            if condition["type"] in conditions:
+                return rule["action"]
+    return "Count"
+
+
+def test_the_grid_job_survives_preemption_and_fails_a_mistake_at_once():
+    spec = manifests("k8s_grid.yaml")[0]["spec"]
+    rules = spec["podFailurePolicy"]["rules"]
+    # Preempted or evicted (the DisruptionTarget condition, the kill after SIGTERM's
+    # grace), or stopped cleanly on SIGTERM (143): replaced, no retry used, and resumed.
+    assert pod_failure_action(rules, 137, ["DisruptionTarget"]) == "Ignore"
+    assert pod_failure_action(rules, 143) == "Ignore"
+    assert pod_failure_action(rules, 2) == "FailIndex"  # a user's mistake: no retry helps
+    assert pod_failure_action(rules, 1) == "Count"  # a crash: one of the retries
+    assert spec["podReplacementPolicy"] == "Failed"  # never two pods of one index at once
+    container = spec["template"]["spec"]["containers"][0]
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    for name in ("k8s_grid.yaml", "k8s_prepare.yaml", "k8s_report.yaml"):
+        for doc in manifests(name):
+            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for box in pod.get("containers", []) + pod.get("initContainers", []):
+                assert not box["image"].endswith(":latest") and ":" in box["image"], name
+    claims = {doc["metadata"]["name"]: doc["spec"] for doc in manifests("k8s_volumes.yaml")}
+    assert set(claims) == {"tfgan-runs", "tfgan-data"}
+    assert all(claim["accessModes"] == ["ReadWriteMany"] for claim in claims.values())
+
+
+def fake_kubectl(tmp_path, pods: str, job_state: str = "Complete"):
+    """A kubectl that logs its calls (and the manifests piped to it) and answers with
+    ``pods`` (lines 'name phase waiting-reason') and ``job_state`` (a Job condition)."""
+    log = tmp_path / "kubectl.log"
+    script = tmp_path / "kubectl"
+    script.write_text(f"""#!/bin/bash
+echo "kubectl $*" >> {log}
+case "$1 $2" in
+  "create -f"|"apply -f") cat >> {log} ;;
+  "get pods") printf '{pods}' ;;
+  "get job/"*) echo "{job_state}" ;;
+esac
+""")
+    script.chmod(0o755)
+    return log
+
+
+def run_k8s(tmp_path, **env):
+    return subprocess.run(["bash", os.path.join(JOBS, "k8s_run.sh")], capture_output=True,
+                          text=True, timeout=60,
+                          env=dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}",
+                                   POLL_SECONDS="0.05", **env))
+
+
+def test_k8s_run_sets_the_image_in_one_place_and_returns_once_the_grid_runs(tmp_path):
+    log = fake_kubectl(tmp_path, "tfgan-grid-0-x Running \\n")
+    result = run_k8s(tmp_path, IMAGE="registry.example.com/tfgan_exp:1.2.3")
+    assert result.returncode == 0, result.stderr
+    text = log.read_text()
+    assert "image: registry.example.com/tfgan_exp:1.2.3" in text
+    assert "image: tfgan_exp:0.1.0" not in text  # every manifest got IMAGE
+    calls = [line for line in text.splitlines() if line.startswith("kubectl ")]
+    assert calls[0] == "kubectl apply -f " + os.path.join(JOBS, "k8s_volumes.yaml")
+    assert "--cascade=foreground --wait=true" in calls[1]  # old pods gone first
+    assert text.index("name: tfgan-prepare") < text.index("name: tfgan-grid") < text.index(
+        "name: tfgan-report")
+    assert "writes its report" in result.stdout
+
+
+@pytest.mark.parametrize("pods, why", [
+    ("tfgan-prepare-abc Pending ImagePullBackOff\\n", "a pod cannot start"),
+    ("tfgan-prepare-abc Pending \\n", "no pod has started after 1 s")])
+def test_k8s_run_fails_fast_on_a_pod_that_cannot_start(tmp_path, pods, why):
+    fake_kubectl(tmp_path, pods)
+    result = run_k8s(tmp_path, PENDING_SECONDS="1")
+    assert result.returncode == 1 and why in result.stderr
+    assert "kubectl describe pods -l job-name=tfgan-prepare" in result.stderr
+
+
+def test_k8s_run_refuses_an_image_without_a_version(tmp_path):
+    log = fake_kubectl(tmp_path, "")
+    for image in ("tfgan_exp:latest", "registry.example.com/tfgan_exp"):
+        result = run_k8s(tmp_path, IMAGE=image)
+        assert result.returncode == 2 and "version tag or a digest" in result.stderr
+    assert not log.exists()  # nothing was sent to the cluster
+
+
+def test_the_report_job_waits_for_the_grid_job_through_the_api(tmp_path):
+    """python -m tfgan_exp.k8s_wait against a stand-in API server that answers the
+    Job's status: running twice, then Failed (a grid with failures is still reported)."""
+    import http.server
+    import json
+    import threading
+    answers = [[], [{"type": "Suspended", "status": "False"}],
+               [{"type": "Failed", "status": "True"}]]
+    asked = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append((self.path, self.headers.get("Authorization")))
+            body = json.dumps({"status": {"conditions": answers[min(len(asked) - 1, 2)]}})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{server.server_port}"
+        result = run_command("-m", "tfgan_exp.k8s_wait", "tfgan-grid", f"--api={api}",
+                             "--namespace=study", "--poll_seconds=1", timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "job tfgan-grid: Failed" in result.stdout and len(asked) == 3
+        assert asked[0][0] == "/apis/batch/v1/namespaces/study/jobs/tfgan-grid"
+        late = run_command("-m", "tfgan_exp.k8s_wait", "tfgan-grid", f"--api={api}",
+                           "--poll_seconds=1", "--timeout_seconds=1", timeout=60)
+        assert late.returncode == 0  # it has ended: no wait at all
+    finally:
+        server.shutdown()
+    outside = run_command("-m", "tfgan_exp.k8s_wait", "tfgan-grid",
+                          env={"KUBERNETES_SERVICE_HOST": ""})
+    assert outside.returncode == 2 and "not inside a Kubernetes pod" in outside.stderr
