@@ -11,20 +11,34 @@
 # --array=0-(N-1) with TFGAN_EXP_SHARDS=N in the environment (sbatch --export=ALL,...).
 # A task past the last shard has nothing to train and ends at once with status 0.
 # A task that is requeued or submitted again resumes or skips its runs.
+# Resources are the site's, not the script's: jobs/slurm_submit.sh passes its arguments
+# to sbatch (bash jobs/slurm_submit.sh --gres=gpu:1 --cpus-per-task=8 --mem=32G), and so
+# does sbatch itself on its command line. Each attempt is appended to one log per task.
 #SBATCH --job-name=tfgan-grid
 #SBATCH --array=0-17
-#SBATCH --gres=gpu:1
-#SBATCH --cpus-per-task=8
-#SBATCH --mem=32G
 #SBATCH --time=48:00:00
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@120
 #SBATCH --output=slurm-%A_%a.out
+#SBATCH --open-mode=append
 set -euo pipefail
 
 RUN_DIR=${RUN_DIR:-runs/article}
 GRID_FLAGS=${GRID_FLAGS:---dataset=cifar10,stl10 --g_loss=minimax,nonsat,hinge --seeds=3}
+# The Python of the study: VENV's (a virtual environment, activated), else PYTHON, else
+# the first python on PATH. slurm_submit.sh passes an absolute PYTHON, so a site that
+# exports nothing to jobs (SBATCH_EXPORT=NONE) still finds it.
+if [ -n "${VENV:-}" ]; then
+  # shellcheck disable=SC1091
+  source "$VENV/bin/activate"
+fi
 PYTHON=${PYTHON:-python}
+# This task as Slurm names it: a requeue must name the task, not the array's job id
+# (which one task carries, and which requeues every task of the array).
+TASK=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
+TASK=${TASK:-${SLURM_JOB_ID:-}}
+echo "attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 )) of task ${TASK:-(not under Slurm)} on" \
+  "$(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 # This task's token, carried again by a requeue: --overwrite in GRID_FLAGS deletes a run
 # once per task, not again at every requeue (the requeued task resumes it).
 export TFGAN_EXP_INVOCATION=${TFGAN_EXP_INVOCATION:-${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-}}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}}
@@ -40,10 +54,13 @@ CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-1000}
 # asks run.py to save a checkpoint and stop (SIGTERM: exit 143) and then requeues the
 # task (Slurm requeues on preemption, not at a time limit), which resumes from it. A
 # SIGTERM from scancel or preemption is passed on too, without a requeue of our own.
+# Slurm may send USR1 up to a minute early; a run that has not saved when the limit and
+# KillWait run out ends as TIMEOUT: submitting the same tasks again resumes them from
+# their last checkpoint (at most CHECKPOINT_EVERY steps lost).
 time_limit=0
 trap 'time_limit=1; kill -TERM "$child" 2>/dev/null || true' USR1
 trap 'kill -TERM "$child" 2>/dev/null || true' TERM
-$PYTHON run.py $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto \
+$PYTHON "${TFGAN_EXP_REPO:-.}/run.py" $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto \
   --checkpoint_every_steps="$CHECKPOINT_EVERY" ${EXTRA_FLAGS:-} &
 child=$!
 status=0
@@ -52,8 +69,8 @@ while [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; do
   status=0  # a trap interrupted the wait: wait for run.py's own exit status
   wait "$child" || status=$?
 done
-if [ "$time_limit" = 1 ] && [ "$status" -eq 143 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-  echo "stopped with a checkpoint before the time limit; requeueing job $SLURM_JOB_ID"
-  scontrol requeue "$SLURM_JOB_ID"
+if [ "$time_limit" = 1 ] && [ "$status" -eq 143 ] && [ -n "$TASK" ]; then
+  echo "stopped with a checkpoint before the time limit; requeueing $TASK"
+  scontrol requeue "$TASK"
 fi
 exit "$status"

@@ -134,7 +134,7 @@ def test_slurm_task_saves_before_its_time_limit_and_requeues_only_then(tmp_path)
         assert requeued.exists() == requeues, sent
         if requeues:
             assert requeued.read_text().split() == ["requeue", "4242"]
-            assert "requeueing job 4242" in out
+            assert "requeueing 4242" in out
 
 
 def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
@@ -143,15 +143,25 @@ def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
     sbatch = tmp_path / "sbatch"
     sbatch.write_text(f'#!/bin/bash\necho "$@" >> {log}\necho $(( $(wc -l < {log}) + 100 ))\n')
     sbatch.chmod(0o755)
-    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}",
-               GRID_FLAGS="--dataset=stl10 --g_loss=minimax,hinge --seeds=2")
-    result = subprocess.run(["bash", os.path.join(JOBS, "slurm_submit.sh")], cwd=REPO,
-                            env=env, capture_output=True, text=True)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", PYTHON=sys.executable,
+               GRID_FLAGS="--dataset=stl10 --g_loss=minimax,hinge --seeds=2",
+               RUN_DIR=str(tmp_path / "grid"))
+    result = subprocess.run(["bash", os.path.join(JOBS, "slurm_submit.sh"), "--gres=gpu:1",
+                             "--mem=32G"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     prepare, grid, report_ = log.read_text().splitlines()
     assert "tfgan_exp.prepare --dataset=stl10" in prepare  # the grid's own datasets
     assert "--dependency=afterok:101" in grid and grid.endswith("jobs/slurm_grid.sh")
+    assert "--array=0-3" in grid  # one task per run of the 4-run grid
+    assert "--gres=gpu:1 --mem=32G" in grid  # the site's resources, passed through
+    assert all("--export=ALL" in job for job in (prepare, grid, report_))
     assert "--dependency=afterany:102" in report_ and "tfgan_exp.report" in report_
+    assert "grid 102 (4 tasks) and its report 103" in result.stdout
+    none = subprocess.run(["bash", os.path.join(JOBS, "slurm_submit.sh")], cwd=tmp_path,
+                          env=dict(env, PYTHON="no-such-python"), capture_output=True,
+                          text=True)
+    assert none.returncode == 2 and "set VENV or PYTHON" in none.stderr
 
 
 def test_slurm_task_passes_its_token_and_checkpoints_every_few_minutes(tmp_path):

@@ -1,0 +1,106 @@
+"""The Slurm job files on a real one-node Slurm on loopback (Debian's slurm-wlm 22.05):
+preparation, array and report in order, a task preempted with its USR1 requeued alone
+and resumed from its checkpoint, every run trained once, every attempt in the task's log.
+
+Skipped, with the reason, where Slurm cannot be installed or started (.ci/run installs
+it, so CI runs this). Slurm holds a requeued task for about two minutes before it may
+start again (its EligibleTime), so this test takes a few minutes.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import REPO
+from slurm_cluster import SlurmCluster
+from tfgan_exp.rundir import RunDir
+
+EPOCHS = 8
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    # Its own folder under /tmp: the munge user must reach it (pytest's are root's only).
+    folder = tempfile.mkdtemp(prefix="tfgan-exp-slurm-")
+    cluster = SlurmCluster(folder)
+    why = cluster.start()
+    if why:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(why)
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp_path,
+                                                                      cache_dir):
+    run_dir = tmp_path / "grid"
+    flags = (f"--dataset=digits --g_loss=nonsat,hinge --epochs={EPOCHS} --image_size=16 "
+             f"--width=4 --latent_dim=8 --eval_every=0 --cache_dir={cache_dir}")
+    env = dict(os.environ, **slurm.env, RUN_DIR=str(run_dir), GRID_FLAGS=flags,
+               PYTHON=sys.executable, LOG_DIR=str(tmp_path), CHECKPOINT_EVERY="5",
+               # A site that exports nothing to jobs: the scripts must not need it.
+               SBATCH_EXPORT="NONE")
+    submitted = subprocess.run(
+        ["bash", os.path.join(REPO, "jobs", "slurm_submit.sh"), "--cpus-per-task=1",
+         "--mem=1G"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    grid_job, report_job = re.search(r"grid (\d+) \(2 tasks\) and its report (\d+)",
+                                     submitted.stdout).groups()
+    # The task holding the array's own job id (known once both run): a requeue of
+    # "$SLURM_JOB_ID" there would requeue every task of the array.
+    tasks = wait_for(lambda: (lambda found: found if all(
+        f.get("JobState") in ("RUNNING", "COMPLETED") for f in found.values()) else None)(
+        {i: slurm.job(f"{grid_job}_{i}") for i in range(2)}), 300, "the tasks never ran")
+    preempted = next(i for i, fields in tasks.items() if fields.get("JobId") == grid_job)
+    other = 1 - preempted
+
+    def checkpointed(task):
+        """The run folder task ``task`` trains, once it holds a checkpoint."""
+        log = tmp_path / f"slurm-{grid_job}_{task}.out"
+        found = re.search(r"-> (\S+)\n", log.read_text()) if log.exists() else None
+        if found and list((tmp_path / found.group(1)).glob("checkpoints/ckpt-*.index")):
+            return tmp_path / found.group(1)
+        return None
+
+    folder = wait_for(lambda: checkpointed(preempted), 300, "the task never checkpointed")
+    subprocess.run(["scancel", "-b", "-s", "USR1", f"{grid_job}_{preempted}"], env=env,
+                   check=True, timeout=30)
+    wait_for(lambda: slurm.job(report_job).get("JobState") == "COMPLETED", 900,
+             "the report job did not complete")
+    # Only the preempted task was requeued; the other ran once.
+    assert slurm.job(f"{grid_job}_{preempted}").get("Restarts") == "1"
+    assert slurm.job(f"{grid_job}_{other}").get("Restarts") == "0"
+    log = (tmp_path / f"slurm-{grid_job}_{preempted}.out").read_text()
+    assert log.count("attempt ") == 2  # the log kept both attempts (--open-mode=append)
+    assert f"requeueing {grid_job}_{preempted}" in log
+    assert re.search(r"resuming \S+ at step [1-9]", log)
+    other_log = (tmp_path / f"slurm-{grid_job}_{other}.out").read_text()
+    assert other_log.count("attempt ") == 1 and "requeueing" not in other_log
+    # Every run trained once: every epoch once; the preempted run in two attempts.
+    runs = sorted(p for p in run_dir.iterdir() if (p / "config.json").exists())
+    assert len(runs) == 2
+    for path in runs:
+        records = RunDir(str(path)).read_metrics()
+        assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1)), path
+        attempts = json.loads((path / "provenance.json").read_text())["attempts"]
+        task = preempted if path == folder else other
+        assert len(attempts) == (2 if task == preempted else 1), path
+        assert {a["job"] for a in attempts} == {f"{grid_job}_{task}"}
+    assert (run_dir / "report" / "report.md").exists()
