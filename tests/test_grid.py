@@ -122,6 +122,25 @@ def test_every_job_array_trains_exactly_the_shards_its_task_ids_name(spec):
         assert grid.shard(configs, index, count) == configs[task:task + 1]  # [] past 17
 
 
+@pytest.mark.parametrize("shards", ["auto/5", "TFGAN_EXP_SHARDS=5"])
+def test_a_task_whose_index_is_past_the_shard_count_trains_nothing(shards):
+    # 18 runs in 5 shards from an array of 18 tasks: tasks 5..17 would otherwise take
+    # runs of shards 0..4 a second time (task 7: runs 7, 12, 17, which are shard 2's).
+    configs = grid.expand({"dataset": ["cifar10", "stl10"], "g_loss": ["minimax", "nonsat",
+                                                                       "hinge"],
+                           "seed": [0, 1, 2]}, root="g").configs
+    text, environ = ("auto/5", {}) if shards.startswith("auto") else ("auto", {
+        "TFGAN_EXP_SHARDS": "5"})
+    trained = []
+    for environ_ in slurm_array("0-17"):
+        index, count = grid.parse_shard(text, dict(environ_, **environ), runs=len(configs))
+        assert count == 5
+        part = grid.shard(configs, index, count)
+        assert part == ([] if index >= 5 else configs[index::5])
+        trained += part
+    assert sorted(c.run_dir for c in trained) == sorted(c.run_dir for c in configs)
+
+
 def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_task_0(
         tmp_path):
     args = ["run.py", "--g_loss=minimax,hinge", f"--run_dir={tmp_path / 'grid'}",
@@ -130,6 +149,11 @@ def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_
     assert past.returncode == 0, past.stderr
     assert "has no runs" in past.stderr and "nothing to train" in past.stderr
     assert past.stdout == ""
+    # Past the shard count (auto/N, or TFGAN_EXP_SHARDS) but not past the runs: none.
+    for extra, env in ((["--shard=auto/1"], {}), ([], {"TFGAN_EXP_SHARDS": "1"})):
+        past_shards = run_command(*args, *extra, env=dict(env, SLURM_ARRAY_TASK_ID="1"))
+        assert past_shards.returncode == 0, past_shards.stderr
+        assert past_shards.stdout == "" and "has no runs" in past_shards.stderr
     single = ["run.py", f"--run_dir={tmp_path / 'one'}", "--shard=auto", "--dry_run"]
     first = run_command(*single, env={"JOB_COMPLETION_INDEX": "0"})
     assert first.returncode == 0, first.stderr

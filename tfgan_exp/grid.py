@@ -202,7 +202,7 @@ def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, i
     not start at 0 train their own shards) and N from ``auto/N``, else from
     TFGAN_EXP_SHARDS (set by the job files), else it is ``runs``, the number of runs in
     the grid: one run per task. With ``auto``, K may be N or more: that task has no
-    runs. Empty -> None.
+    runs (``shard`` gives it none). Empty -> None.
     """
     if not text:
         return None
@@ -238,13 +238,15 @@ def _integer(flag: str, part: str, whole: str) -> int:
 
 
 def shard(configs: List[Config], index: int, count: int) -> List[Config]:
-    """The index-th of ``count`` disjoint slices: every count-th run from the index-th.
+    """The index-th of ``count`` disjoint slices: every count-th run from the index-th;
+    none for an index of ``count`` or more (a task of an array larger than the shard
+    count: runs from index on are another shard's).
 
     Round-robin rather than in blocks: seeds vary slowest in a grid, so a slice takes
     runs from every seed rather than all of the last seeds (when the count divides the
     number of losses, a slice may hold one loss only).
     """
-    return configs[index::count]
+    return configs[index::count] if index < count else []
 
 
 def check(grid: Grid, retry_diverged: bool = False) -> List[str]:
