@@ -141,6 +141,26 @@ def test_a_task_whose_index_is_past_the_shard_count_trains_nothing(shards):
     assert sorted(c.run_dir for c in trained) == sorted(c.run_dir for c in configs)
 
 
+def test_a_slurm_array_smaller_than_the_grid_is_warned_of_naming_the_runs_left_out():
+    # --array=0-17 after the grid grew to 30 runs: one run per task leaves 18..29 out.
+    expanded = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "seed": list(range(10))},
+                           root="g")
+    environ = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MAX": "17"}
+    warning = grid.runs_past_the_array("auto", expanded, environ)
+    assert warning.startswith("warning: this Slurm array's task IDs end at 17")
+    assert "trains runs 18-29 (g_loss=minimax,seed=6, g_loss=nonsat,seed=6, " in warning
+    assert "and 7 more" in warning and "--array=0-29" in warning
+    assert "TFGAN_EXP_SHARDS" in warning
+    # N given, or an array that covers the grid, or no Slurm array: nothing to say.
+    assert grid.runs_past_the_array("auto/5", expanded, environ) == ""
+    assert grid.runs_past_the_array("auto", expanded,
+                                    dict(environ, TFGAN_EXP_SHARDS="5")) == ""
+    assert grid.runs_past_the_array("auto", expanded,
+                                    dict(environ, SLURM_ARRAY_TASK_MAX="29")) == ""
+    assert grid.runs_past_the_array("auto", expanded, {"JOB_COMPLETION_INDEX": "3"}) == ""
+    assert grid.runs_past_the_array("3/30", expanded, environ) == ""
+
+
 def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_task_0(
         tmp_path):
     args = ["run.py", "--g_loss=minimax,hinge", f"--run_dir={tmp_path / 'grid'}",
@@ -154,6 +174,10 @@ def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_
         past_shards = run_command(*args, *extra, env=dict(env, SLURM_ARRAY_TASK_ID="1"))
         assert past_shards.returncode == 0, past_shards.stderr
         assert past_shards.stdout == "" and "has no runs" in past_shards.stderr
+    # An array of one task for two runs: the task says which run no task trains.
+    short = run_command(*args, env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MAX": "0"})
+    assert short.returncode == 0, short.stderr
+    assert "no task of this array trains run 1 (g_loss=hinge)" in short.stderr
     single = ["run.py", f"--run_dir={tmp_path / 'one'}", "--shard=auto", "--dry_run"]
     first = run_command(*single, env={"JOB_COMPLETION_INDEX": "0"})
     assert first.returncode == 0, first.stderr
