@@ -38,7 +38,7 @@ ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is calle
 # Exit statuses of one run's process (``cli``): the launcher reads them back. A run
 # started by the launcher (--run_config) exits EXIT_HELD when another process holds its
 # folder; run by a user, it exits 2 then, as for any reason it cannot start.
-EXIT_USAGE, EXIT_DIVERGED, EXIT_HELD = 2, 3, 4
+EXIT_DIVERGED, EXIT_HELD = 3, 4
 LISTED = 5  # names listed in the summary line per kind; the rest are counted
 
 
