@@ -238,7 +238,8 @@ def _tuned_settings(seeds: List[int]):
 def run_single(config: Config, child: bool = False) -> None:
     """One run, with its exit status: 0 trained, 1 crashed (recorded in its folder's
     failed.json), 2 a user's mistake or a folder another process is training, 3
-    diverged, 128 + N stopped by signal N (checkpointed). ``child``: started by
+    diverged, 75 taken over by another process (``lease.EXIT_LOST``: it stopped at once,
+    writing nothing more), 128 + N stopped by signal N (checkpointed). ``child``: started by
     ``--parallel``, which reads a held folder as status 4 (``launch.EXIT_HELD``)."""
     from tfgan_exp import launch, lease
     try:

@@ -9,12 +9,15 @@ every run, which saves a checkpoint and stops. Either way a run already trained 
 counted without loading anything, a diverged run is recorded in its folder, a run whose
 folder another process holds (``lease``) is skipped with a note, a run that crashes or
 is killed (by a signal this launcher did not send: the OOM killer's SIGKILL, SIGABRT) is
-recorded in its folder's failed.json, and the grid goes on.
+recorded in its folder's failed.json, and the grid goes on. A ``--parallel`` run whose
+lease another process took over (its process exits ``lease.EXIT_LOST`` at once) counts
+as held by another process, and nothing is written into its folder; in a sequential
+grid the whole process exits so.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
 1 when a run failed (crashed, was killed, or stopped with an error) or was held by
-another process, 2 for a user's mistake found before training, 128 + N when signal N
-stopped it.
+another process, 2 for a user's mistake found before training, 75 (``lease.EXIT_LOST``)
+when a sequential grid's run was taken over, 128 + N when signal N stopped it.
 """
 import dataclasses
 import json
@@ -397,6 +400,9 @@ def _count(tally: Tally, child: _Child, status: int, forwarded: List[int]) -> st
     if status == EXIT_HELD:
         tally.held_runs.append(child.name)
         return "held by another process; skipped"
+    if status == lease_lib.EXIT_LOST:  # the folder is the other process's: no failed.json
+        tally.held_runs.append(child.name)
+        return "taken over by another process, which trains it now; stopped"
     signum = -status if status < 0 else status - 128 if status > 128 else None
     if signum is not None and signum in forwarded:
         return "stopped"
