@@ -14,8 +14,8 @@ import types
 import pytest
 
 from conftest import REPO, command_line
-from tfgan_exp import launch, lease
-from tfgan_exp.config import Config
+from tfgan_exp import launch, lease, training
+from tfgan_exp.config import Config, TrainingDiverged
 from tfgan_exp.rundir import RunDir, write_atomically
 
 HOLDER = os.path.join(REPO, "tests", "hold_lease.py")
@@ -254,3 +254,32 @@ def test_a_grid_skips_a_run_another_process_holds_names_it_and_fails(tmp_path, c
     assert tally.summary() == ("grid: 2 runs: 1 finished, 0 diverged, 0 failed, 1 held by "
                                "another process (g_loss=minimax)")
     assert not os.path.exists(root / "g_loss=minimax" / "config.json")  # left alone
+
+
+def test_a_run_decides_overwrite_and_divergence_only_once_it_holds_the_lease(
+        tmp_path, cache_dir, monkeypatch):
+    folder, release = tmp_path / "run", tmp_path / "release"
+    config = Config(dataset="digits", epochs=1, image_size=16, width=4, latent_dim=8,
+                    eval_every=0, strategy="default", cache_dir=cache_dir,
+                    run_dir=str(folder))
+    RunDir(str(folder)).prepare(config.resolved())
+    RunDir(str(folder)).record_divergence({"epoch": 1, "step": 3, "values": {"d_loss": "nan"}})
+    # Held by another process (a --retry_diverged run, say): not this one's to judge.
+    holder = subprocess.Popen([sys.executable, HOLDER, str(folder), str(release)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lease.Held, match=f"pid {holder.pid}"):
+            training.run(config)
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    seen = []
+    for name in ("will_overwrite", "divergence"):
+        def spy(self, *args, real=getattr(RunDir, name), name=name):
+            seen.append((name, (lease.read(self.path) or {}).get("pid") == os.getpid()))
+            return real(self, *args)
+        monkeypatch.setattr(RunDir, name, spy)
+    with pytest.raises(TrainingDiverged, match="diverged before"):
+        training.run(config)
+    assert sorted(seen) == [("divergence", True), ("will_overwrite", True)]
