@@ -216,6 +216,26 @@ def test_a_dry_run_of_a_half_finished_grid_says_what_it_would_do_with_each_run(t
         "dry run: 1 would train, 1 finished, 1 diverged (skipped), 0 held by another process")
 
 
+def test_a_dry_run_with_overwrite_says_which_runs_it_would_delete(tmp_path):
+    root = str(tmp_path / "grid")
+    configs = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "epochs": [2],
+                           "overwrite": [True]}, root=root).configs
+    finished_run(configs[0])
+    finished_run(configs[1])
+    RunDir(configs[1].run_dir).prepare(configs[1], overwrite=True, invocation="77_4")
+    args = ["run.py", "--g_loss=minimax,nonsat,hinge", "--epochs=2", "--overwrite",
+            f"--run_dir={root}", "--dry_run"]
+    result = run_command(*args, env={"TFGAN_EXP_INVOCATION": "77_4"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"would overwrite {root}/g_loss=minimax  (")
+    # Overwritten by this invocation already (a requeue): resumed, not deleted again.
+    assert lines[1].startswith(f"would train {root}/g_loss=nonsat  (")
+    assert lines[2].startswith(f"would train {root}/g_loss=hinge  (")  # nothing there
+    assert result.stderr.splitlines()[-1].startswith(
+        "dry run: 3 would train (1 deleting the run there first), 0 finished")
+
+
 def test_a_grid_whose_second_dataset_cannot_be_had_stops_before_its_first_run(tmp_path):
     # Offline, cifar10 is neither prepared nor downloadable; online, the Inception model
     # given is missing all the same. Either stops the grid before the digits run trains.

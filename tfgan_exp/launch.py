@@ -303,16 +303,19 @@ def already_trained(config: Config) -> bool:
 
 def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
     """What a grid would do with ``config``'s run, as (kind, detail): ("train", ""),
+    ("overwrite", "") to train it after deleting what its folder holds (--overwrite),
     ("finished", ""), ("diverged", "") when it is skipped, or ("held", who holds it)."""
     run_dir = RunDir(config.run_dir)
     if already_trained(config):
         return "finished", ""
-    if (run_dir.divergence() and not retry_diverged
-            and not run_dir.will_overwrite(config, scheduler.invocation())):
+    overwrite = run_dir.will_overwrite(config, scheduler.invocation())
+    if run_dir.divergence() and not retry_diverged and not overwrite:
         return "diverged", ""
     holder = lease_lib.holder(config.run_dir)
     if holder is not None and holder.get("state") != "stopping":
         return "held", lease_lib.describe(holder)
+    if overwrite and set(_entries(config.run_dir)) - set(lease_lib.FILES):
+        return "overwrite", ""
     return "train", ""
 
 
