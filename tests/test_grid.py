@@ -281,6 +281,31 @@ def test_every_clash_is_found_before_anything_trains(tmp_path):
     assert sorted(os.listdir(root)) == ["g_loss=nonsat"]
 
 
+# A grid whose runs train in no time (training.run stands in), and a SIGTERM that comes
+# once the last run has ended, while the grid says how its runs ended.
+SIGNAL_AFTER_THE_LAST_RUN = """
+import os, signal, sys, types
+import tfgan_exp
+from tfgan_exp import cli, launch
+training = types.ModuleType("tfgan_exp.training")
+training.run = lambda config: None
+sys.modules["tfgan_exp.training"] = tfgan_exp.training = training
+summary = launch.Tally.summary
+def summary_after_a_signal(tally):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return summary(tally)
+launch.Tally.summary = summary_after_a_signal
+sys.argv = ["run.py", "--g_loss=minimax,hinge", "--eval_every=0", "--run_dir=grid"]
+cli.run()
+"""
+
+
+def test_a_signal_after_a_grids_last_run_does_not_turn_it_into_a_stopped_grid(tmp_path):
+    result = run_command("-c", SIGNAL_AFTER_THE_LAST_RUN, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "grid: 2 runs: 2 finished, 0 diverged, 0 failed" in result.stderr
+
+
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, cache_dir, monkeypatch,
                                                           capsys):
     root = str(tmp_path / "grid")

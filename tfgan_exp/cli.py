@@ -372,6 +372,9 @@ def _main(argv):
             tally = launch.run_sequentially(configs, grid.root)
     except UsageError as error:
         fail(str(error))
+    # The grid's work is done: a signal from here on is only recorded, so that a grid
+    # ending after its last run is not turned into a stopped one (exit 143).
+    stopping.done()
     print(tally.summary(), file=sys.stderr)
     sys.exit(tally.exit_status)
 
