@@ -113,6 +113,12 @@ def test_the_heartbeat_refreshes_the_record_and_a_dead_holder_on_this_host_is_re
         write_record(folder, seconds_ago=1, host=socket.gethostname(), pid=2**22 + 1)
         assert lease.holder(folder) is None
         lease.Lease(folder, use_locks=use_locks, stale_seconds=600).acquire().release()
+    # With the lock, a record with this process's own pid is an earlier process's (a
+    # restarted container's PID 1): taken at once, not after watching it go stale.
+    write_record(folder, seconds_ago=1, host=socket.gethostname(), pid=os.getpid())
+    started = time.monotonic()
+    lease.Lease(folder, stale_seconds=60, poll_seconds=0.01).acquire().release()
+    assert time.monotonic() - started < 60
     # EPERM from kill(pid, 0): the process runs, as another user's. Its record is not
     # taken over at once: only once it has not changed for stale_seconds.
     write_record(folder, seconds_ago=1, host=socket.gethostname(), pid=2**22 + 1)

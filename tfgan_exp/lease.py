@@ -351,7 +351,7 @@ class Lease:
         # process's, or one of another host whose lock this one may not see.
         self._fd = fd  # from here on, release() closes it whatever happens
         record, signature = _look(self.lease_path)
-        if signature is None or signature == dead or self._dead_here(record):
+        if signature is None or signature == dead or self._dead_here(record, locked=True):
             self.held = True  # and removes a record of ours cut short
             if self._write(lambda _, current: current == signature):
                 return None
@@ -380,10 +380,14 @@ class Lease:
             os.fsync(f.fileno())
         return None
 
-    def _dead_here(self, record: Optional[dict]) -> bool:
-        """A record of this host whose process has ended."""
-        return bool(record) and record.get("host") == self._host and not _runs_here(
-            record.get("pid"))
+    def _dead_here(self, record: Optional[dict], locked: bool = False) -> bool:
+        """A record of this host whose process has ended; or, once this process holds the
+        lock (``locked``), one with this process's pid: an earlier process's, which had
+        the same pid (a container restarted, PID 1 again)."""
+        if not record or record.get("host") != self._host:
+            return False
+        pid = record.get("pid")
+        return not _runs_here(pid) or (locked and pid == os.getpid())
 
     def _take_over(self, signature) -> bool:
         """Moves a dead holder's lease file aside; False if it is not the one found dead
