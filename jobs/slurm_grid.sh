@@ -6,7 +6,8 @@
 #
 # Task i trains shard i of the grid (--shard=auto takes SLURM_ARRAY_TASK_ID itself): one
 # run per task, so keep --array=0-(runs - 1) (here 2 datasets x 3 losses x 3 seeds = 18
-# runs). Resubmit the tasks that failed by their IDs (sbatch --array=4,11 ...): they train
+# runs; with an array too small for the grid, each task warns which runs no task
+# trains). Resubmit the tasks that failed by their IDs (sbatch --array=4,11 ...): they train
 # exactly runs 4 and 11. For fewer tasks with several runs each, submit
 # --array=0-(N-1) with TFGAN_EXP_SHARDS=N in the environment (sbatch --export=ALL,...).
 # A task past the last shard has nothing to train and ends at once with status 0.
@@ -43,12 +44,16 @@ echo "attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 )) of task ${TASK:-(not under Sl
 # once per task, not again at every requeue (the requeued task resumes it).
 export TFGAN_EXP_INVOCATION=${TFGAN_EXP_INVOCATION:-${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-}}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}}
 # A SIGKILL (the node fails, the grace after SIGTERM runs out) loses the steps since the
-# last checkpoint: at most CHECKPOINT_EVERY steps, i.e. CHECKPOINT_EVERY x the step time
-# (python -m tfgan_exp.bench: train_step_ms). A CIFAR-10 step is ~205 GFLOP (64 images
-# x 3.2); at the 472 ms it took on a 2-core CPU, 1000 steps are 7.9 min, and a GPU that
-# sustains 10 TFLOP/s on it does them in ~20 s. Each save writes ~80 MB (STL-10: ~100 MB):
-# G, D and both Adam optimizers' moments.
-CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-1000}
+# last checkpoint: at most CHECKPOINT_EVERY steps (or the epoch, if shorter: every
+# epoch's end is saved too), i.e. CHECKPOINT_EVERY x the step time. Each save writes
+# ~80 MB (STL-10: ~100 MB: G, D and both Adam optimizers' moments), from every task onto
+# the shared storage. A CIFAR-10 step is ~205 GFLOP (64 images x 3.2): a GPU that
+# sustains 10 TFLOP/s on it takes ~20 ms, tens of ms in any case, so 10000 steps are
+# minutes (3.4 min at 20 ms, 8.3 min at 50 ms); 1000 would be a save every 20 s per
+# task. On a CPU (472 ms per CIFAR-10 step on 2 cores) 10000 steps are 79 min: set
+# CHECKPOINT_EVERY to the minutes you can afford to lose divided by the step time that
+# `python -m tfgan_exp.bench` reports (train_step_ms): 10 min / 472 ms = ~1300 steps.
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-10000}
 
 # 120 s before the time limit Slurm sends USR1 (--signal above) to this script, which
 # asks run.py to save a checkpoint and stop (SIGTERM: exit 143) and then requeues the

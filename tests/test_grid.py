@@ -122,6 +122,45 @@ def test_every_job_array_trains_exactly_the_shards_its_task_ids_name(spec):
         assert grid.shard(configs, index, count) == configs[task:task + 1]  # [] past 17
 
 
+@pytest.mark.parametrize("shards", ["auto/5", "TFGAN_EXP_SHARDS=5"])
+def test_a_task_whose_index_is_past_the_shard_count_trains_nothing(shards):
+    # 18 runs in 5 shards from an array of 18 tasks: tasks 5..17 would otherwise take
+    # runs of shards 0..4 a second time (task 7: runs 7, 12, 17, which are shard 2's).
+    configs = grid.expand({"dataset": ["cifar10", "stl10"], "g_loss": ["minimax", "nonsat",
+                                                                       "hinge"],
+                           "seed": [0, 1, 2]}, root="g").configs
+    text, environ = ("auto/5", {}) if shards.startswith("auto") else ("auto", {
+        "TFGAN_EXP_SHARDS": "5"})
+    trained = []
+    for environ_ in slurm_array("0-17"):
+        index, count = grid.parse_shard(text, dict(environ_, **environ), runs=len(configs))
+        assert count == 5
+        part = grid.shard(configs, index, count)
+        assert part == ([] if index >= 5 else configs[index::5])
+        trained += part
+    assert sorted(c.run_dir for c in trained) == sorted(c.run_dir for c in configs)
+
+
+def test_a_slurm_array_smaller_than_the_grid_is_warned_of_naming_the_runs_left_out():
+    # --array=0-17 after the grid grew to 30 runs: one run per task leaves 18..29 out.
+    expanded = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "seed": list(range(10))},
+                           root="g")
+    environ = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MAX": "17"}
+    warning = grid.runs_past_the_array("auto", expanded, environ)
+    assert warning.startswith("warning: this Slurm array's task IDs end at 17")
+    assert "trains runs 18-29 (g_loss=minimax,seed=6, g_loss=nonsat,seed=6, " in warning
+    assert "and 7 more" in warning and "--array=0-29" in warning
+    assert "TFGAN_EXP_SHARDS" in warning
+    # N given, or an array that covers the grid, or no Slurm array: nothing to say.
+    assert grid.runs_past_the_array("auto/5", expanded, environ) == ""
+    assert grid.runs_past_the_array("auto", expanded,
+                                    dict(environ, TFGAN_EXP_SHARDS="5")) == ""
+    assert grid.runs_past_the_array("auto", expanded,
+                                    dict(environ, SLURM_ARRAY_TASK_MAX="29")) == ""
+    assert grid.runs_past_the_array("auto", expanded, {"JOB_COMPLETION_INDEX": "3"}) == ""
+    assert grid.runs_past_the_array("3/30", expanded, environ) == ""
+
+
 def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_task_0(
         tmp_path):
     args = ["run.py", "--g_loss=minimax,hinge", f"--run_dir={tmp_path / 'grid'}",
@@ -130,6 +169,15 @@ def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_
     assert past.returncode == 0, past.stderr
     assert "has no runs" in past.stderr and "nothing to train" in past.stderr
     assert past.stdout == ""
+    # Past the shard count (auto/N, or TFGAN_EXP_SHARDS) but not past the runs: none.
+    for extra, env in ((["--shard=auto/1"], {}), ([], {"TFGAN_EXP_SHARDS": "1"})):
+        past_shards = run_command(*args, *extra, env=dict(env, SLURM_ARRAY_TASK_ID="1"))
+        assert past_shards.returncode == 0, past_shards.stderr
+        assert past_shards.stdout == "" and "has no runs" in past_shards.stderr
+    # An array of one task for two runs: the task says which run no task trains.
+    short = run_command(*args, env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MAX": "0"})
+    assert short.returncode == 0, short.stderr
+    assert "no task of this array trains run 1 (g_loss=hinge)" in short.stderr
     single = ["run.py", f"--run_dir={tmp_path / 'one'}", "--shard=auto", "--dry_run"]
     first = run_command(*single, env={"JOB_COMPLETION_INDEX": "0"})
     assert first.returncode == 0, first.stderr
@@ -168,6 +216,26 @@ def test_a_dry_run_of_a_half_finished_grid_says_what_it_would_do_with_each_run(t
         "dry run: 1 would train, 1 finished, 1 diverged (skipped), 0 held by another process")
 
 
+def test_a_dry_run_with_overwrite_says_which_runs_it_would_delete(tmp_path):
+    root = str(tmp_path / "grid")
+    configs = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "epochs": [2],
+                           "overwrite": [True]}, root=root).configs
+    finished_run(configs[0])
+    finished_run(configs[1])
+    RunDir(configs[1].run_dir).prepare(configs[1], overwrite=True, invocation="77_4")
+    args = ["run.py", "--g_loss=minimax,nonsat,hinge", "--epochs=2", "--overwrite",
+            f"--run_dir={root}", "--dry_run"]
+    result = run_command(*args, env={"TFGAN_EXP_INVOCATION": "77_4"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"would overwrite {root}/g_loss=minimax  (")
+    # Overwritten by this invocation already (a requeue): resumed, not deleted again.
+    assert lines[1].startswith(f"would train {root}/g_loss=nonsat  (")
+    assert lines[2].startswith(f"would train {root}/g_loss=hinge  (")  # nothing there
+    assert result.stderr.splitlines()[-1].startswith(
+        "dry run: 3 would train (1 deleting the run there first), 0 finished")
+
+
 def test_a_grid_whose_second_dataset_cannot_be_had_stops_before_its_first_run(tmp_path):
     # Offline, cifar10 is neither prepared nor downloadable; online, the Inception model
     # given is missing all the same. Either stops the grid before the digits run trains.
@@ -183,9 +251,11 @@ def test_a_grid_whose_second_dataset_cannot_be_had_stops_before_its_first_run(tm
     assert not root.exists() and "[grid" not in result.stderr
 
 
-def test_a_folder_root_may_not_write_is_refused_before_anything_starts():
-    # os.access says yes to root for /proc; only creating a file there tells.
-    with pytest.raises(UsageError, match="cannot create a file in /proc|not a writable"):
+def test_a_folder_root_may_not_write_is_refused_before_anything_starts(monkeypatch):
+    # os.access says yes to root for /proc; only creating a file there tells. It says
+    # yes here to any user, so that only that probe can refuse.
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)
+    with pytest.raises(UsageError, match="cannot create a file in /proc"):
         check_writable("/proc/tfgan_exp_run")
 
 
@@ -211,6 +281,31 @@ def test_every_clash_is_found_before_anything_trains(tmp_path):
     result = run_command("run.py", "--g_loss=minimax,nonsat", f"--run_dir={root}")
     assert result.returncode == 2 and "nothing was trained" in result.stderr
     assert sorted(os.listdir(root)) == ["g_loss=nonsat"]
+
+
+# A grid whose runs train in no time (training.run stands in), and a SIGTERM that comes
+# once the last run has ended, while the grid says how its runs ended.
+SIGNAL_AFTER_THE_LAST_RUN = """
+import os, signal, sys, types
+import tfgan_exp
+from tfgan_exp import cli, launch
+training = types.ModuleType("tfgan_exp.training")
+training.run = lambda config: None
+sys.modules["tfgan_exp.training"] = tfgan_exp.training = training
+summary = launch.Tally.summary
+def summary_after_a_signal(tally):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return summary(tally)
+launch.Tally.summary = summary_after_a_signal
+sys.argv = ["run.py", "--g_loss=minimax,hinge", "--eval_every=0", "--run_dir=grid"]
+cli.run()
+"""
+
+
+def test_a_signal_after_a_grids_last_run_does_not_turn_it_into_a_stopped_grid(tmp_path):
+    result = run_command("-c", SIGNAL_AFTER_THE_LAST_RUN, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "grid: 2 runs: 2 finished, 0 diverged, 0 failed" in result.stderr
 
 
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, cache_dir, monkeypatch,

@@ -178,7 +178,7 @@ def test_slurm_task_passes_its_token_and_checkpoints_every_few_minutes(tmp_path)
     assert result.returncode == 0, result.stderr
     token, *args = log.read_text().split()
     assert token == "77_11"  # the same after a requeue: --overwrite happens once
-    assert "--shard=auto" in args and "--checkpoint_every_steps=1000" in args
+    assert "--shard=auto" in args and "--checkpoint_every_steps=10000" in args
 
 
 def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
@@ -187,7 +187,7 @@ def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
     token = next(e for e in container["env"] if e["name"] == "TFGAN_EXP_INVOCATION")
     assert token["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/controller-uid']")
-    assert "--checkpoint_every_steps=1000" in container["args"]
+    assert "--checkpoint_every_steps=10000" in container["args"]
 
 
 def test_make_clean_keeps_runs_which_only_clean_runs_removes():

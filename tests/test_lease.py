@@ -9,13 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 
 from conftest import REPO, command_line
-from tfgan_exp import launch, lease
-from tfgan_exp.config import Config
-from tfgan_exp.rundir import RunDir
+from tfgan_exp import launch, lease, training
+from tfgan_exp.config import Config, TrainingDiverged
+from tfgan_exp.rundir import RunDir, write_atomically
 
 HOLDER = os.path.join(REPO, "tests", "hold_lease.py")
 
@@ -42,31 +43,63 @@ def wait_for(condition, what, timeout=120):
         time.sleep(0.02)
 
 
+class Beating:
+    """Another host's live holder, as this one sees it on shared storage: a thread that
+    rewrites its lease record every few milliseconds (without taking the lock, which
+    that host's flock would not show here), its clock ``skew`` seconds off ours."""
+
+    def __init__(self, directory, skew):
+        self.directory, self.skew = directory, skew
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(0.02):
+            write_record(self.directory, seconds_ago=-self.skew)
+
+    def __enter__(self):
+        write_record(self.directory, seconds_ago=-self.skew)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
 @pytest.mark.parametrize("use_locks", [True, False])
-def test_a_fresh_lease_of_another_host_is_respected_and_a_stale_one_taken_over(
+def test_another_hosts_holder_is_judged_by_whether_its_heartbeat_changes_not_by_clocks(
         tmp_path, use_locks):
     # use_locks=False: the lease file alone, as on a filesystem without flock; with
-    # locks, the record of another host still counts (NFS with host-local locks).
+    # locks, the lock is free here (NFS with host-local locks, or a holder that died
+    # on another node: a Kubernetes retry pod, a Slurm requeue after a node failure).
     folder = str(tmp_path / "run")
-    write_record(folder, seconds_ago=5)
-    with pytest.raises(lease.Held, match=r"is being trained by another process \(host "
-                                         r"node7, pid 4242, job 99_3, heartbeat [56] s ago\)"):
-        lease.Lease(folder, use_locks=use_locks, stale_seconds=60).acquire()
-    write_record(folder, seconds_ago=300)  # that host died five minutes ago
-    taken = lease.Lease(folder, use_locks=use_locks, stale_seconds=60,
-                        environ={"SLURM_JOB_ID": "123"}).acquire()
+    # A live holder whose clock is five minutes behind ours: its heartbeat looks old,
+    # but it changes, so it runs.
+    with Beating(folder, skew=-300):
+        with pytest.raises(lease.Held, match=r"is being trained by another process \(host "
+                                             r"node7, pid 4242, job 99_3, heartbeat \d+ s ago\)"):
+            lease.Lease(folder, use_locks=use_locks, stale_seconds=60,
+                        poll_seconds=0.01).acquire()
+    # A dead holder whose clock was five minutes ahead: its heartbeat looks fresh, but
+    # it no longer changes; once it has not for stale_seconds, the lease is taken over.
+    write_record(folder, seconds_ago=-300)
+    started = time.monotonic()
+    taken = lease.Lease(folder, use_locks=use_locks, stale_seconds=0.5, poll_seconds=0.01,
+                        heartbeat_seconds=0.05, environ={"SLURM_JOB_ID": "123"}).acquire()
+    assert time.monotonic() - started >= 0.5  # it watched the record that long
     mine = lease.read(folder)
     assert (mine["host"], mine["pid"], mine["job"], mine["state"]) == (
         socket.gethostname(), os.getpid(), "123", "training")
     with pytest.raises(lease.Held, match=f"pid {os.getpid()}, job 123"):
-        lease.Lease(folder, use_locks=use_locks, stale_seconds=60).acquire()
+        lease.Lease(folder, use_locks=use_locks, poll_seconds=0.01).acquire()
     taken.release()
     assert lease.read(folder) is None  # released: the next process takes it at once
     lease.Lease(folder, use_locks=use_locks).acquire().release()
 
 
 def test_the_heartbeat_refreshes_the_record_and_a_dead_holder_on_this_host_is_replaced(
-        tmp_path):
+        tmp_path, monkeypatch):
     folder = str(tmp_path / "run")
     held = lease.Lease(folder, heartbeat_seconds=0.05).acquire()
     first = lease.read(folder)["heartbeat"]
@@ -75,13 +108,71 @@ def test_the_heartbeat_refreshes_the_record_and_a_dead_holder_on_this_host_is_re
     held.release()
     assert lease.holder(folder) is None and os.path.exists(os.path.join(folder, "lease.lock"))
     # A record left by a process of this host that died (its flock went with it) is
-    # taken over at once, however fresh its heartbeat.
+    # taken over at once, however fresh its heartbeat; in the lease file alone too.
+    for use_locks in (True, False):
+        write_record(folder, seconds_ago=1, host=socket.gethostname(), pid=2**22 + 1)
+        assert lease.holder(folder) is None
+        lease.Lease(folder, use_locks=use_locks, stale_seconds=600).acquire().release()
+    # With the lock, a record with this process's own pid is an earlier process's (a
+    # restarted container's PID 1): taken at once, not after watching it go stale.
+    write_record(folder, seconds_ago=1, host=socket.gethostname(), pid=os.getpid())
+    started = time.monotonic()
+    lease.Lease(folder, stale_seconds=60, poll_seconds=0.01).acquire().release()
+    assert time.monotonic() - started < 60
+    # EPERM from kill(pid, 0): the process runs, as another user's. Its record is not
+    # taken over at once: only once it has not changed for stale_seconds.
     write_record(folder, seconds_ago=1, host=socket.gethostname(), pid=2**22 + 1)
-    assert lease.holder(folder) is None
-    lease.Lease(folder).acquire().release()
+
+    def not_permitted(pid, signum):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(lease.os, "kill", not_permitted)
+    assert lease.holder(folder)["pid"] == 2**22 + 1
+    started = time.monotonic()
+    lease.Lease(folder, stale_seconds=0.5, poll_seconds=0.01).acquire().release()
+    assert time.monotonic() - started >= 0.5
 
 
-def test_a_newcomer_waits_for_a_stopping_holder_then_takes_the_lease(tmp_path):
+def test_a_holder_whose_lease_was_taken_over_stops_at_once_and_writes_nothing_more(
+        tmp_path):
+    # The lease file alone: the holder was taken for dead (a paused VM, a host cut off
+    # from the storage) and another process took its lease over.
+    folder, release = tmp_path / "run", tmp_path / "release"
+    holder = subprocess.Popen([sys.executable, HOLDER, str(folder), str(release),
+                               "--files_only", "--heartbeat=0.05"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        taker = {"host": "node9", "pid": 77, "job": "99_4", "started": stamp(0),
+                 "heartbeat": stamp(0), "state": "training", "token": "the-takers"}
+        write_atomically(str(folder / lease.LEASE_FILE), json.dumps(taker))
+        contents = sorted(os.listdir(folder))
+        assert holder.wait(timeout=120) == lease.EXIT_LOST
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    lines = holder.stderr.read().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {folder}: another process has taken this run over "
+                               "(host node9, pid 77, job 99_4, heartbeat")
+    # Its heartbeat did not write over the taker's record, nor did it let go of it.
+    assert json.loads((folder / lease.LEASE_FILE).read_text()) == taker
+    assert sorted(os.listdir(folder)) == contents
+
+
+def test_a_parallel_run_taken_over_counts_as_held_and_writes_no_failure(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    child = types.SimpleNamespace(name="g_loss=hinge", started=time.time(),
+                                  config=Config(run_dir=str(run_dir)))
+    tally = launch.Tally(1)
+    outcome = launch._count(tally, child, lease.EXIT_LOST, [])
+    assert "taken over by another process" in outcome
+    assert tally.held_runs == ["g_loss=hinge"] and tally.failed == 0
+    assert os.listdir(run_dir) == []  # the folder is the other process's
+
+
+def test_a_newcomer_waits_for_a_stopping_holder_then_takes_the_lease(tmp_path, capsys):
     folder, release = str(tmp_path / "run"), tmp_path / "release"
     holder = subprocess.Popen([sys.executable, HOLDER, folder, str(release)],
                               stdout=subprocess.PIPE, text=True)
@@ -102,9 +193,15 @@ def test_a_newcomer_waits_for_a_stopping_holder_then_takes_the_lease(tmp_path):
         except Exception as error:  # reported by the assertions below
             failure.append(error)
 
+    capsys.readouterr()
     thread = threading.Thread(target=newcomer, daemon=True)
     thread.start()
-    assert not taken.is_set() and holder.poll() is None  # waiting while it saves
+    said = []
+    wait_for(lambda: said.append(capsys.readouterr().err) or "waiting up to" in "".join(said)
+             or failure, "the newcomer to wait")
+    # It has found the holder stopping and waits while it saves, polling: not taken.
+    assert "is held by a process that is stopping" in "".join(said), failure
+    assert not taken.is_set() and holder.poll() is None
     release.touch()  # the holder's save ends; it lets go
     thread.join(timeout=60)
     assert taken.is_set(), failure
@@ -112,22 +209,31 @@ def test_a_newcomer_waits_for_a_stopping_holder_then_takes_the_lease(tmp_path):
     assert lease.read(folder)["pid"] == os.getpid()
 
 
-def test_two_processes_started_at_once_on_one_folder_train_it_once(tmp_path, cache_dir):
+def test_a_second_process_on_a_folder_being_trained_names_the_holder_and_exits_2(
+        tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = ["run.py", "--deterministic", "--epochs=3", "--image_size=16", "--width=4",
             "--latent_dim=8", "--eval_samples=100", f"--cache_dir={cache_dir}",
             f"--run_dir={run_dir}"]
-    processes = [subprocess.Popen(command_line(*args), cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    ended = [(p.pid, p.wait(timeout=600), p.communicate()[1]) for p in processes]
-    statuses = sorted(status for _, status, _ in ended)
-    assert statuses == [0, 2], [err[-2000:] for _, _, err in ended]
-    winner = next(pid for pid, status, _ in ended if status == 0)
-    loser_err = next(err for _, status, err in ended if status == 2)
-    errors = [line for line in loser_err.splitlines() if line.startswith("error:")]
+    first = subprocess.Popen(command_line(*args), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        # Once it holds the lease it is paused, so that it cannot have finished whatever
+        # the second process's speed; its lock stays held, and the second meets it.
+        wait_for(lambda: (lease.read(str(run_dir)) or {}).get("pid") == first.pid
+                 or first.poll() is not None, "the first process's lease")
+        first.send_signal(signal.SIGSTOP)
+        second = subprocess.run(command_line(*args), cwd=tmp_path, capture_output=True,
+                                text=True, timeout=600)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 2, second.stderr[-2000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is being trained by another process" in errors[0]
-    assert f"host {socket.gethostname()}, pid {winner}," in errors[0]
-    assert "heartbeat" in errors[0] and "Traceback" not in loser_err
+    assert f"host {socket.gethostname()}, pid {first.pid}," in errors[0]
+    assert "heartbeat" in errors[0] and "Traceback" not in second.stderr
     assert [r["epoch"] for r in RunDir(str(run_dir)).read_metrics()] == [1, 2, 3]
 
 
@@ -154,3 +260,32 @@ def test_a_grid_skips_a_run_another_process_holds_names_it_and_fails(tmp_path, c
     assert tally.summary() == ("grid: 2 runs: 1 finished, 0 diverged, 0 failed, 1 held by "
                                "another process (g_loss=minimax)")
     assert not os.path.exists(root / "g_loss=minimax" / "config.json")  # left alone
+
+
+def test_a_run_decides_overwrite_and_divergence_only_once_it_holds_the_lease(
+        tmp_path, cache_dir, monkeypatch):
+    folder, release = tmp_path / "run", tmp_path / "release"
+    config = Config(dataset="digits", epochs=1, image_size=16, width=4, latent_dim=8,
+                    eval_every=0, strategy="default", cache_dir=cache_dir,
+                    run_dir=str(folder))
+    RunDir(str(folder)).prepare(config.resolved())
+    RunDir(str(folder)).record_divergence({"epoch": 1, "step": 3, "values": {"d_loss": "nan"}})
+    # Held by another process (a --retry_diverged run, say): not this one's to judge.
+    holder = subprocess.Popen([sys.executable, HOLDER, str(folder), str(release)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lease.Held, match=f"pid {holder.pid}"):
+            training.run(config)
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    seen = []
+    for name in ("will_overwrite", "divergence"):
+        def spy(self, *args, real=getattr(RunDir, name), name=name):
+            seen.append((name, (lease.read(self.path) or {}).get("pid") == os.getpid()))
+            return real(self, *args)
+        monkeypatch.setattr(RunDir, name, spy)
+    with pytest.raises(TrainingDiverged, match="diverged before"):
+        training.run(config)
+    assert sorted(seen) == [("divergence", True), ("will_overwrite", True)]

@@ -187,12 +187,13 @@ def sigterm_once(args, cwd, ready, timeout=300):
 
 def test_sigterm_during_an_evaluation_stops_at_once_and_the_resume_evaluates_it(
         tmp_path, cache_dir):
-    # 20,000 images make the evaluation the longest part of this run (about 10 s here),
-    # its first 2 s the chunks of images through the networks. The epoch's checkpoint
-    # is written before it starts: the signal is sent the moment it appears.
+    # 100,000 images make the evaluation the longest part of this run (8 s on a 2-core
+    # CPU, most of it the chunks of images through the networks), several times the stop
+    # and TensorFlow's teardown. The epoch's checkpoint is written before it starts: the
+    # signal is sent the moment it appears.
     def args(run_dir):
         return ["run.py", "--deterministic", "--image_size=16", "--epochs=1",
-                "--width=4", "--latent_dim=8", "--eval_every=1", "--eval_samples=20000",
+                "--width=4", "--latent_dim=8", "--eval_every=1", "--eval_samples=100000",
                 f"--cache_dir={cache_dir}", f"--run_dir={run_dir}"]
 
     run_dir = tmp_path / "run"
@@ -201,13 +202,19 @@ def test_sigterm_during_an_evaluation_stops_at_once_and_the_resume_evaluates_it(
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "evaluation of epoch 1 abandoned" in stderr
     assert "stopped by SIGTERM during the evaluation of epoch 1" in stderr
-    assert seconds < 10 and "Traceback" not in stderr
+    assert "Traceback" not in stderr
+    # No metrics line: the evaluation was abandoned, not finished.
     assert not (run_dir / "metrics.jsonl").exists()  # the epoch waits for its evaluation
     assert json.loads((run_dir / "pending_epoch.json").read_text())["epoch"] == 1
     resumed = run_command(*args(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "evaluating epoch 1" in resumed.stderr and "training nonsat" not in resumed.stderr
     assert not (run_dir / "pending_epoch.json").exists()
+    # The stop, TensorFlow's teardown included, took well under the time that evaluation
+    # takes whole on this machine as loaded (the resumed run's eval_seconds): a stop that
+    # waited for it would take longer than that.
+    evaluation = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert seconds < evaluation["eval_seconds"] / 2, (seconds, evaluation["eval_seconds"])
     reference = run_command(*args(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr[-3000:]
     assert metrics_without_timing(run_dir) == metrics_without_timing(tmp_path / "reference")
@@ -219,14 +226,17 @@ def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_pat
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     args = ["run.py", "--epochs=1", "--image_size=16", "--width=4", "--latent_dim=8",
             f"--cache_dir={cache}", f"--run_dir={run_dir}"]
-    process, stderr, seconds = sigterm_once(
+    process, stderr, _ = sigterm_once(
         args, tmp_path, lambda: (run_dir / "lease.json").exists())
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "stopped: stopped by SIGTERM before training started" in stderr
-    assert seconds < 10 and "Traceback" not in stderr
+    assert "Traceback" not in stderr
     assert not run_dir.exists()  # created for the lease only: removed again
-    leftovers = [name for name in os.listdir(cache) if ".tmp" in name] if cache.exists() else []
-    assert leftovers == []  # no half-written cache file either
+    cached = os.listdir(cache) if cache.exists() else []
+    assert [name for name in cached if ".tmp" in name] == []  # nothing half-written
+    # It stopped without waiting for the classifier's training to end (a stop that
+    # waited would have cached its weights).
+    assert [name for name in cached if name.endswith(".weights.h5")] == []
 
 
 def test_a_missing_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path,

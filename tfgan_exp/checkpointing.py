@@ -162,8 +162,10 @@ class ClusterStop:
 class StepCheckpointer(tf.keras.callbacks.Callback):
     """Saves within epochs: every ``every_steps`` global steps (0 = never) and on a signal.
 
-    Epoch ends are left to the epoch recorder, which writes the epoch's metrics line
-    before it saves: a checkpoint at an epoch's end always has that epoch's line.
+    Epoch ends are left to the epoch recorder: it saves after the epoch's metrics line,
+    or, for an epoch that is evaluated, before its evaluation, with the epoch's record in
+    pending_epoch.json until the evaluation writes its line (a resumed run evaluates it
+    first).
     It also puts back this epoch's running means when a run resumes mid-epoch (Keras
     resets them at the start of every epoch), so the resumed epoch's logged means equal
     the uninterrupted run's.

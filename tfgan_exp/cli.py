@@ -159,6 +159,7 @@ flags.DEFINE_integer("parallel", 1, "Train up to P runs of the grid at once, eac
                      "process on its own GPU (or its share of the CPU cores), 1..256.")
 flags.DEFINE_boolean("dry_run", False, "Check the runs' settings and folders and print "
                      "what this command (this --shard) would do with each: would train, "
+                     "would overwrite (--overwrite: delete the run there, then train), "
                      "finished, diverged (skipped) or held by another process; then stop: "
                      "nothing is trained or written, and data and models are not loaded.")
 flags.DEFINE_string("run_config", "", "Internal (used by --parallel): train the one run "
@@ -238,7 +239,8 @@ def _tuned_settings(seeds: List[int]):
 def run_single(config: Config, child: bool = False) -> None:
     """One run, with its exit status: 0 trained, 1 crashed (recorded in its folder's
     failed.json), 2 a user's mistake or a folder another process is training, 3
-    diverged, 128 + N stopped by signal N (checkpointed). ``child``: started by
+    diverged, 75 taken over by another process (``lease.EXIT_LOST``: it stopped at once,
+    writing nothing more), 128 + N stopped by signal N (checkpointed). ``child``: started by
     ``--parallel``, which reads a held folder as status 4 (``launch.EXIT_HELD``)."""
     from tfgan_exp import launch, lease
     try:
@@ -266,15 +268,15 @@ def _dry_run(configs: List[Config], retry_diverged: bool) -> None:
     """Prints what the command would do with each run, and a count of each kind."""
     from tfgan_exp import launch, preflight
     defaults = Config().resolved()
-    counts = {"train": 0, "finished": 0, "diverged": 0, "held": 0}
+    counts = {"train": 0, "overwrite": 0, "finished": 0, "diverged": 0, "held": 0}
     for config in configs:
         kind, detail = launch.plan(config, retry_diverged)
         counts[kind] += 1
-        if kind == "train":
+        if kind in ("train", "overwrite"):
             changed = [f"{f.name}={grid_lib.format_value(getattr(config, f.name))}"
                        for f in dataclasses.fields(Config) if f.name != "run_dir"
                        and getattr(config, f.name) != getattr(defaults, f.name)]
-            print(f"would train {config.run_dir}  ({', '.join(changed) or 'defaults'})")
+            print(f"would {kind} {config.run_dir}  ({', '.join(changed) or 'defaults'})")
         elif kind == "finished":
             print(f"finished {config.run_dir}")
         elif kind == "diverged":
@@ -282,10 +284,13 @@ def _dry_run(configs: List[Config], retry_diverged: bool) -> None:
         else:
             print(f"held by another process {config.run_dir}  ({detail})")
     problems = preflight.folder_problems(
-        [c for c in configs if launch.plan(c, retry_diverged)[0] == "train"])
+        [c for c in configs if launch.plan(c, retry_diverged)[0] in ("train", "overwrite")])
     if problems:
         raise UsageError("\n".join(problems))
-    print(f"dry run: {counts['train']} would train, {counts['finished']} finished, "
+    overwriting = (f" ({counts['overwrite']} deleting the run there first)"
+                   if counts["overwrite"] else "")
+    print(f"dry run: {counts['train'] + counts['overwrite']} would train{overwriting}, "
+          f"{counts['finished']} finished, "
           f"{counts['diverged']} diverged (skipped), {counts['held']} held by another "
           "process; data and models are checked when it runs; nothing was trained or "
           "written", file=sys.stderr)
@@ -324,6 +329,9 @@ def _main(argv):
                              "run of a cluster spans every worker, so runs cannot share "
                              "the machine; use --parallel=1 (or --shard across jobs)")
         shard = grid_lib.parse_shard(F.shard, runs=len(grid.configs))
+        past_the_array = grid_lib.runs_past_the_array(F.shard, grid)
+        if past_the_array:
+            print(past_the_array, file=sys.stderr)
         if shard and not grid.is_grid and not F.shard.startswith("auto"):
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
         notes = grid.notes + grid_lib.adopt_existing(grid)
@@ -364,6 +372,9 @@ def _main(argv):
             tally = launch.run_sequentially(configs, grid.root)
     except UsageError as error:
         fail(str(error))
+    # The grid's work is done: a signal from here on is only recorded, so that a grid
+    # ending after its last run is not turned into a stopped one (exit 143).
+    stopping.done()
     print(tally.summary(), file=sys.stderr)
     sys.exit(tally.exit_status)
 

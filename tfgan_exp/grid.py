@@ -202,7 +202,7 @@ def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, i
     not start at 0 train their own shards) and N from ``auto/N``, else from
     TFGAN_EXP_SHARDS (set by the job files), else it is ``runs``, the number of runs in
     the grid: one run per task. With ``auto``, K may be N or more: that task has no
-    runs. Empty -> None.
+    runs (``shard`` gives it none). Empty -> None.
     """
     if not text:
         return None
@@ -230,6 +230,30 @@ def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, i
     return index, count
 
 
+def runs_past_the_array(text: str, grid: Grid, environ=None) -> str:
+    """A warning when ``--shard=auto`` gives one run per task (no N from ``auto/N`` or
+    TFGAN_EXP_SHARDS) and the Slurm array's largest task ID (SLURM_ARRAY_TASK_MAX) is
+    below the grid's last run, say ``--array=0-17`` after the grid grew to 30 runs:
+    every task then ends with status 0 and the runs past it are never trained. ''
+    when there is nothing to warn of."""
+    environ = os.environ if environ is None else environ
+    if text != "auto" or scheduler.shard_count(environ) is not None:
+        return ""
+    last = scheduler.array_max(environ)
+    runs = len(grid.configs)
+    if last is None or last + 1 >= runs:
+        return ""
+    names = [os.path.relpath(c.run_dir, grid.root) if grid.root else c.run_dir
+             for c in grid.configs[last + 1:]]
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    span = f"runs {last + 1}-{runs - 1}" if runs - last > 2 else f"run {last + 1}"
+    return (f"warning: this Slurm array's task IDs end at {last} (SLURM_ARRAY_TASK_MAX) and "
+            f"--shard=auto gives each task one run, but the grid has {runs} runs: no task "
+            f"of this array trains {span} ({listed}). Submit --array=0-{runs - 1}, or set "
+            f"{scheduler.SHARDS_VARIABLE}=N to split the grid into N shards for "
+            "--array=0-(N-1).")
+
+
 def _integer(flag: str, part: str, whole: str) -> int:
     try:
         return int(part)
@@ -238,13 +262,15 @@ def _integer(flag: str, part: str, whole: str) -> int:
 
 
 def shard(configs: List[Config], index: int, count: int) -> List[Config]:
-    """The index-th of ``count`` disjoint slices: every count-th run from the index-th.
+    """The index-th of ``count`` disjoint slices: every count-th run from the index-th;
+    none for an index of ``count`` or more (a task of an array larger than the shard
+    count: runs from index on are another shard's).
 
     Round-robin rather than in blocks: seeds vary slowest in a grid, so a slice takes
     runs from every seed rather than all of the last seeds (when the count divides the
     number of losses, a slice may hold one loss only).
     """
-    return configs[index::count]
+    return configs[index::count] if index < count else []
 
 
 def check(grid: Grid, retry_diverged: bool = False) -> List[str]:

@@ -9,12 +9,15 @@ every run, which saves a checkpoint and stops. Either way a run already trained 
 counted without loading anything, a diverged run is recorded in its folder, a run whose
 folder another process holds (``lease``) is skipped with a note, a run that crashes or
 is killed (by a signal this launcher did not send: the OOM killer's SIGKILL, SIGABRT) is
-recorded in its folder's failed.json, and the grid goes on.
+recorded in its folder's failed.json, and the grid goes on. A ``--parallel`` run whose
+lease another process took over (its process exits ``lease.EXIT_LOST`` at once) counts
+as held by another process, and nothing is written into its folder; in a sequential
+grid the whole process exits so.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
 1 when a run failed (crashed, was killed, or stopped with an error) or was held by
-another process, 2 for a user's mistake found before training, 128 + N when signal N
-stopped it.
+another process, 2 for a user's mistake found before training, 75 (``lease.EXIT_LOST``)
+when a sequential grid's run was taken over, 128 + N when signal N stopped it.
 """
 import dataclasses
 import json
@@ -38,7 +41,7 @@ ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is calle
 # Exit statuses of one run's process (``cli``): the launcher reads them back. A run
 # started by the launcher (--run_config) exits EXIT_HELD when another process holds its
 # folder; run by a user, it exits 2 then, as for any reason it cannot start.
-EXIT_USAGE, EXIT_DIVERGED, EXIT_HELD = 2, 3, 4
+EXIT_DIVERGED, EXIT_HELD = 3, 4
 LISTED = 5  # names listed in the summary line per kind; the rest are counted
 
 
@@ -300,16 +303,19 @@ def already_trained(config: Config) -> bool:
 
 def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
     """What a grid would do with ``config``'s run, as (kind, detail): ("train", ""),
+    ("overwrite", "") to train it after deleting what its folder holds (--overwrite),
     ("finished", ""), ("diverged", "") when it is skipped, or ("held", who holds it)."""
     run_dir = RunDir(config.run_dir)
     if already_trained(config):
         return "finished", ""
-    if (run_dir.divergence() and not retry_diverged
-            and not run_dir.will_overwrite(config, scheduler.invocation())):
+    overwrite = run_dir.will_overwrite(config, scheduler.invocation())
+    if run_dir.divergence() and not retry_diverged and not overwrite:
         return "diverged", ""
     holder = lease_lib.holder(config.run_dir)
     if holder is not None and holder.get("state") != "stopping":
         return "held", lease_lib.describe(holder)
+    if overwrite and set(_entries(config.run_dir)) - set(lease_lib.FILES):
+        return "overwrite", ""
     return "train", ""
 
 
@@ -397,6 +403,9 @@ def _count(tally: Tally, child: _Child, status: int, forwarded: List[int]) -> st
     if status == EXIT_HELD:
         tally.held_runs.append(child.name)
         return "held by another process; skipped"
+    if status == lease_lib.EXIT_LOST:  # the folder is the other process's: no failed.json
+        tally.held_runs.append(child.name)
+        return "taken over by another process, which trains it now; stopped"
     signum = -status if status < 0 else status - 128 if status > 128 else None
     if signum is not None and signum in forwarded:
         return "stopped"

@@ -7,7 +7,6 @@ So every attempt at training a run (the first, and each resume) is recorded in t
 folder's ``provenance.json``, and the report lists what its runs were made with and
 warns when the runs of one comparison differ.
 """
-import datetime
 import os
 import platform
 import socket
@@ -16,13 +15,9 @@ from typing import List
 
 import tfgan_exp
 from tfgan_exp import scheduler
+from tfgan_exp.rundir import now_stamp
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tfgan_exp.__file__)))
-
-
-def now() -> str:
-    """The time in UTC, ISO 8601 to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def code_version() -> dict:
@@ -96,7 +91,7 @@ class Attempt:
                  deterministic: bool):
         self.run_dir = run_dir
         self.record = dict(
-            started=now(), ended=None, outcome=None, first_step=first_step, last_step=None,
+            started=now_stamp(), ended=None, outcome=None, first_step=first_step, last_step=None,
             pid=os.getpid(), job=scheduler.job_id() or None, **machine(), strategy=strategy,
             replicas=replicas, deterministic=deterministic, code=code_version(),
             **software())
@@ -106,7 +101,7 @@ class Attempt:
 
     def end(self, outcome: str, last_step: int) -> None:
         """Records how the attempt ended: finished, diverged, stopped (a signal)."""
-        self.record.update(ended=now(), outcome=outcome, last_step=last_step)
+        self.record.update(ended=now_stamp(), outcome=outcome, last_step=last_step)
         self.run_dir.write_attempts(self._attempts)
 
 

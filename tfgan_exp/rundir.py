@@ -38,9 +38,9 @@ import numpy as np
 from tfgan_exp.config import RESUMABLE_SETTINGS, Config, UsageError
 
 
-def check_writable(path: str) -> str:
-    """Raises UsageError unless ``path`` is, or could be created as, a writable directory;
-    returns the directory it tried (``path``, or its nearest existing parent).
+def check_writable(path: str) -> None:
+    """Raises UsageError unless ``path`` is, or could be created as, a writable directory
+    (it tries ``path``, or its nearest existing parent).
 
     It creates a file there and removes it: ``os.access`` alone says yes to root for
     ``/proc`` or a read-only mount. Nothing else is created: a run that never starts
@@ -62,7 +62,6 @@ def check_writable(path: str) -> str:
         raise UsageError(f"--run_dir={path}: cannot create a file in {probe} "
                          f"({error.strerror or error}); choose a --run_dir you can write "
                          "to") from None
-    return probe
 
 
 def now_stamp() -> str:
@@ -165,24 +164,16 @@ class RunDir:
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         write_atomically(self.config_path, config.to_json() + "\n")
 
-    def _read_json(self, path: str):
-        """The JSON at ``path``, or None if there is none (or it is damaged)."""
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
-
     def reference(self) -> Optional[dict]:
         """reference.json (``Scorer.describe``'s record), or None."""
-        return self._read_json(self.reference_path)
+        return read_json(self.reference_path)
 
     def write_reference(self, record: dict) -> None:
         write_atomically(self.reference_path, json.dumps(record, indent=2) + "\n")
 
     def attempts(self) -> List[dict]:
         """provenance.json's attempts, oldest first ([] for a run without one)."""
-        return (self._read_json(self.provenance_path) or {}).get("attempts", [])
+        return (read_json(self.provenance_path) or {}).get("attempts", [])
 
     def write_attempts(self, attempts: List[dict]) -> None:
         write_atomically(self.provenance_path,
@@ -205,7 +196,7 @@ class RunDir:
 
     def failure(self) -> Optional[dict]:
         """Why the last attempt failed (``record_failure``'s record), or None."""
-        return _read_json(self.failed_path)
+        return read_json(self.failed_path)
 
     def record_failure(self, why: str, **details) -> None:
         """Writes failed.json: the last attempt crashed or was killed; ``why`` says how."""
@@ -220,7 +211,7 @@ class RunDir:
 
     def pending(self) -> Optional[dict]:
         """The training record of an epoch checkpointed but not yet evaluated, or None."""
-        return _read_json(self.pending_path)
+        return read_json(self.pending_path)
 
     def write_pending(self, record: dict) -> None:
         write_atomically(self.pending_path, json.dumps(record) + "\n")
@@ -287,8 +278,9 @@ def complete_checkpoints(directory: str) -> List[str]:
     return sorted(whole, key=checkpoint_step)
 
 
-def _read_json(path: str) -> Optional[dict]:
-    """The JSON object in ``path``, or None when there is none (or it is not whole)."""
+def read_json(path: str) -> Optional[dict]:
+    """The JSON object in ``path``, or None when there is none (or it is not whole): the
+    run folder's small records, and a lease's."""
     try:
         with open(path) as f:
             record = json.load(f)

@@ -273,15 +273,6 @@ def run(config: Config) -> Optional[dict]:
     """
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
-    invocation = scheduler.invocation()
-    overwrite = run_dir.will_overwrite(config, invocation)
-    earlier = run_dir.divergence()
-    if earlier and not (config.retry_diverged or overwrite):
-        raise TrainingDiverged(
-            f"{config.run_dir} diverged before, in epoch {earlier['epoch']}, step "
-            f"{earlier['step']} ({', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}"
-            "); it is not trained again: --retry_diverged resumes it from its last good "
-            "checkpoint, --overwrite starts it afresh")
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     check_writable(config.run_dir)
@@ -301,6 +292,19 @@ def run(config: Config) -> Optional[dict]:
     agree = distribute.agreement(strategy) if cluster else None
     lease = _take_lease(config.run_dir, chief, agree)
     try:
+        # Read under the lease: until then another process may be overwriting the run,
+        # or retrying it after a divergence. (In a cluster every worker reads them here,
+        # before the collectives that precede the chief's first write.)
+        invocation = scheduler.invocation()
+        overwrite = run_dir.will_overwrite(config, invocation)
+        earlier = run_dir.divergence()
+        if earlier and not (config.retry_diverged or overwrite):
+            raise TrainingDiverged(
+                f"{config.run_dir} diverged before, in epoch {earlier['epoch']}, step "
+                f"{earlier['step']} ("
+                f"{', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}); it is "
+                "not trained again: --retry_diverged resumes it from its last good "
+                "checkpoint, --overwrite starts it afresh")
         with (stopping.on_request(lease.mark_stopping) if lease
               else contextlib.nullcontext()):
             record = _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
