@@ -354,7 +354,11 @@ def test_two_shards_train_each_run_once_and_the_report_covers_all(tmp_path, cach
         assert process.returncode == 0, err[-3000:]
         assert "shard" in err and "2 of the grid's 4 runs" in err
     trained = [name for _, err in outputs for name in re.findall(r"-> \S+/(\S+)\n", err)]
-    assert sorted(trained) == sorted(os.listdir(root)) and len(set(trained)) == 4
+    folders = [name for name in os.listdir(root) if os.path.isdir(root / name)]
+    assert sorted(trained) == sorted(folders) and len(set(trained)) == 4
+    # Each shard wrote its own timeline, neither over the other's.
+    assert sorted(set(os.listdir(root)) - set(folders)) == [
+        "timeline-shard0of2.json", "timeline-shard1of2.json"]
     for name in trained:  # each trained exactly once: one epoch, one line
         assert len(RunDir(str(root / name)).read_metrics()) == 1
     text = open(report.write_report(str(root))).read()

@@ -7,6 +7,7 @@ classifier on a numpy array runs ``forward`` on every replica of the strategy it
 built under, chunk by chunk. Each has a ``name`` that prefixes its metrics and a
 ``fingerprint`` (network and preprocessing) that keys cached statistics.
 """
+import fcntl
 import hashlib
 import json
 import os
@@ -232,15 +233,23 @@ def ensure_digits_classifier(cache_dir: str = ""):
     cache_dir = cache_dir or default_cache_dir()
     weights = os.path.join(cache_dir, f"digits_classifier_v{DIGITS_VERSION}.weights.h5")
     info_path = weights.replace(".weights.h5", ".json")
-    if not os.path.exists(weights):
-        os.makedirs(cache_dir, exist_ok=True)
-        trained = _build_digits_model()
-        info = {"held_out_accuracy": _train_digits(trained),
-                "real_digits_score": _real_digits_score(trained)}
-        # The info file first: the weights file's existence is what says "trained".
-        write_atomically(info_path, json.dumps(info))
-        with written_atomically(weights, suffix=".weights.h5") as temporary:
-            trained.save_weights(temporary)
+    if os.path.exists(weights):
+        return weights, info_path
+    os.makedirs(cache_dir, exist_ok=True)
+    # One process trains it and the others wait for its file: each training its own at
+    # once (the slots of a --parallel grid, array tasks sharing a cache), runs of one
+    # grid would be scored by different classifiers (training is not bit-reproducible
+    # across processes), and the last file written would change a resumed run's scale.
+    with open(weights.replace(".weights.h5", ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(weights):
+            trained = _build_digits_model()
+            info = {"held_out_accuracy": _train_digits(trained),
+                    "real_digits_score": _real_digits_score(trained)}
+            # The info file first: the weights file's existence is what says "trained".
+            write_atomically(info_path, json.dumps(info))
+            with written_atomically(weights, suffix=".weights.h5") as temporary:
+                trained.save_weights(temporary)
     return weights, info_path
 
 

@@ -1,0 +1,137 @@
+"""Slots and studies: a --parallel grid's processes train run after run with the results
+of separate processes, the costliest runs first; a study's phases share one queue; and
+both record where the wall time went (the timeline)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_command
+from tfgan_exp import launch, timeline
+from tfgan_exp.config import Config
+from tfgan_exp.rundir import RunDir
+
+TINY = ["--image_size=16", "--width=4", "--latent_dim=8", "--eval_samples=100"]
+# What a run computes: its metrics lines without the clock's numbers.
+TIMED = {"seconds", "images_per_sec", "eval_seconds"}
+
+
+def tiny(root, name, cache_dir, **settings):
+    return Config(image_size=16, width=4, latent_dim=8, eval_samples=100, eval_every=1,
+                  deterministic=True, cache_dir=cache_dir,
+                  run_dir=os.path.join(root, name), **settings).resolved()
+
+
+def results(config):
+    return [{k: v for k, v in record.items() if k not in TIMED}
+            for record in RunDir(config.run_dir).read_metrics()]
+
+
+def runs_in_trace(path):
+    """[(run name, pid, slot)] in the order the trace's runs started."""
+    with open(path) as handle:
+        events = json.load(handle)["traceEvents"]
+    runs = sorted((e for e in events if e.get("cat") == timeline.RUN), key=lambda e: e["ts"])
+    return [(e["name"], e["args"]["pid"], e["tid"]) for e in runs], events
+
+
+def test_a_slot_trains_runs_one_after_another_with_the_results_of_separate_processes(
+        tmp_path, cache_dir, capsys):
+    # The longer run is listed last and starts first; the shorter then trains in the
+    # same process, after it, and must equal the same run trained in a process of its
+    # own (--deterministic): Keras's state, the seeds and the reused scorer leave no trace.
+    shared, alone = str(tmp_path / "shared"), str(tmp_path / "alone")
+    short = dict(g_loss="hinge", epochs=1, seed=3)
+    long = dict(g_loss="minimax", epochs=2, seed=1)
+    tally = launch.run_in_parallel(
+        [tiny(shared, "short", cache_dir, **short), tiny(shared, "long", cache_dir, **long)],
+        shared, parallel=1, trace_path=os.path.join(shared, "timeline.json"))
+    assert tally.finished == 2 and tally.exit_status == 0
+    order, events = runs_in_trace(os.path.join(shared, "timeline.json"))
+    assert [name for name, _, _ in order] == ["long", "short"]  # costliest first
+    assert order[0][1] == order[1][1]  # one process trained both
+    err = capsys.readouterr().err
+    line = [l for l in err.splitlines() if l.startswith("timeline: ") and "efficiency" in l]
+    assert line and 0 < float(line[0].split("efficiency ")[1].split()[0]) <= 1
+    categories = {e.get("cat") for e in events}
+    assert {timeline.STARTUP, timeline.RUN, timeline.EPOCH, timeline.TRACING,
+            timeline.EVALUATION, timeline.EPOCH_END, timeline.DATA} <= categories
+    # Every span of a run lies within it, on its slot's row.
+    for run in (e for e in events if e.get("cat") == timeline.RUN):
+        inside = [e for e in events if e.get("cat") == timeline.EPOCH
+                  and run["ts"] <= e["ts"] < run["ts"] + run["dur"]]
+        assert len(inside) == {"long": 2, "short": 1}[run["name"]]
+
+    tally = launch.run_in_parallel(
+        [tiny(alone, "short", cache_dir, **short), tiny(alone, "long", cache_dir, **long)],
+        alone, parallel=1, trace_path=os.path.join(alone, "timeline.json"),
+        process_per_run=True)
+    assert tally.finished == 2
+    order, events = runs_in_trace(os.path.join(alone, "timeline.json"))
+    assert [name for name, _, _ in order] == ["long", "short"]
+    assert order[0][1] != order[1][1]  # a process of its own each
+    assert len([e for e in events if e.get("cat") == timeline.STARTUP]) == 2
+    for name, settings in (("short", short), ("long", long)):
+        ran_alone = results(tiny(alone, name, cache_dir, **settings))
+        assert ran_alone and results(tiny(shared, name, cache_dir, **settings)) == ran_alone
+        assert "digits_score" in ran_alone[-1]
+
+
+def test_the_costliest_runs_start_first():
+    ten, thirty = Config(epochs=10), Config(epochs=30)
+    assert launch.longest_first([ten, thirty]) == [thirty, ten]
+    # Fewer generator updates per epoch with more D steps: a little cheaper an epoch.
+    assert launch.estimated_cost(Config(epochs=10, d_steps=5)) < launch.estimated_cost(ten)
+    assert launch.estimated_cost(Config(epochs=10, width=32)) > launch.estimated_cost(ten)
+    same = [Config(epochs=10, seed=s) for s in range(3)]
+    assert launch.longest_first(same) == same  # ties keep the grid's order
+
+
+def test_a_study_queues_its_phases_together_and_a_tuned_phase_waits_for_its_search(
+        tmp_path, cache_dir):
+    root = tmp_path / "study"
+    args = ["-m", "tfgan_exp.study", f"--run_dir={root}", "--parallel=2",
+            f"--cache_dir={cache_dir}", *TINY, "--eval_every=1",
+            "--phase=seeds: --g_loss=minimax,hinge --seeds=2 --epochs=2",
+            "--phase=search: --g_loss=minimax,hinge --search=2 --epochs=1",
+            "--phase=tuned: --g_loss=minimax,hinge --seed=100 --epochs=1 "
+            "--tuned_from=search"]
+    done = run_command(*args, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1] == ("grid: 10 runs: 10 finished, 0 diverged, "
+                                           "0 failed")
+    order, events = runs_in_trace(root / "timeline.json")
+    assert len({slot for _, _, slot in order}) == 2 and len({pid for _, pid, _ in order}) == 2
+    # The 2-epoch runs first; every tuned run starts after every search run has ended.
+    assert all(name.startswith("seeds/") for name, _, _ in order[:2])
+    runs = {e["name"]: e for e in events if e.get("cat") == timeline.RUN}
+    last_search = max(e["ts"] + e["dur"] for n, e in runs.items() if n.startswith("search/"))
+    assert all(e["ts"] >= last_search for n, e in runs.items() if n.startswith("tuned/"))
+    assert sorted(n for n in runs if n.startswith("tuned/")) == [
+        "tuned/g_loss=hinge,seed=100", "tuned/g_loss=minimax,seed=100"]
+    with open(root / "tuned" / "tuned.json") as handle:
+        assert json.load(handle)["search"] == str(root / "search")
+    again = run_command(*args)  # resumed: every phase is done, none trains again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already trained") == 10 and "started" not in again.stdout
+
+
+@pytest.mark.parametrize("phase, says", [
+    ("losses --epochs=2", "write it as 'NAME: FLAGS'"),
+    ("a: --parallel=2", "'--parallel=2' is not a training flag of a phase"),
+    ("a: --g_loss=nonsense", "--g_loss=nonsense"),
+    ("a: --tuned_from=b", "names a phase that comes after it"),
+])
+def test_a_study_refuses_a_phase_it_cannot_run_in_one_line(tmp_path, phase, says):
+    done = subprocess.run(
+        [sys.executable, "-m", "tfgan_exp.study", f"--run_dir={tmp_path / 's'}",
+         f"--phase={phase}", "--phase=b: --epochs=1"],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "s").exists()  # nothing written
