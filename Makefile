@@ -9,7 +9,7 @@ REQUIREMENTS := $(if $(filter 1,$(GPU)),requirements-gpu.txt,requirements.txt)
 STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu,)-stamp
 ARGS ?=
 
-.PHONY: install demo test study bench clean clean-runs
+.PHONY: install demo test test-fast study bench clean clean-runs
 
 $(STAMP): requirements.txt requirements-gpu.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The unit tests only: every test not marked slow (those train, or start training
+# processes, end to end). For the edit-test loop; `make test` is what CI runs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # Removes the virtual environment only: runs/ holds results, which `make clean-runs`
 # removes, when asked for by name.

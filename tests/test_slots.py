@@ -87,6 +87,10 @@ def test_the_costliest_runs_start_first():
     assert launch.estimated_cost(Config(epochs=10, width=32)) > launch.estimated_cost(ten)
     same = [Config(epochs=10, seed=s) for s in range(3)]
     assert launch.longest_first(same) == same  # ties keep the grid's order
+    # A CIFAR-10 run outweighs a digits run of more epochs.
+    assert launch.longest_first([thirty, Config(dataset="cifar10", epochs=10)])[0] != thirty
+    # Runs another phase waits for (a study's search) go before all others.
+    assert launch.longest_first([thirty, ten], first=lambda c: c is ten) == [ten, thirty]
 
 
 def test_a_study_queues_its_phases_together_and_a_tuned_phase_waits_for_its_search(
@@ -104,8 +108,10 @@ def test_a_study_queues_its_phases_together_and_a_tuned_phase_waits_for_its_sear
                                            "0 failed")
     order, events = runs_in_trace(root / "timeline.json")
     assert len({slot for _, _, slot in order}) == 2 and len({pid for _, pid, _ in order}) == 2
-    # The 2-epoch runs first; every tuned run starts after every search run has ended.
-    assert all(name.startswith("seeds/") for name, _, _ in order[:2])
+    # The search first (the tuned phase waits for it), then the 2-epoch seeds before the
+    # 1-epoch tuned runs; every tuned run starts after every search run has ended.
+    assert all(name.startswith("search/") for name, _, _ in order[:4])
+    assert all(name.startswith("tuned/") for name, _, _ in order[-2:])
     runs = {e["name"]: e for e in events if e.get("cat") == timeline.RUN}
     last_search = max(e["ts"] + e["dur"] for n, e in runs.items() if n.startswith("search/"))
     assert all(e["ts"] >= last_search for n, e in runs.items() if n.startswith("tuned/"))
@@ -135,3 +141,91 @@ def test_a_study_refuses_a_phase_it_cannot_run_in_one_line(tmp_path, phase, says
     errors = [l for l in done.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and says in errors[0], done.stderr[-2000:]
     assert not (tmp_path / "s").exists()  # nothing written
+
+
+def span(category, start, end, name=""):
+    return {"name": name or category, "cat": category, "start": start, "end": end,
+            "args": {}}
+
+
+def test_the_timeline_counts_epochs_once_and_every_idle_second(tmp_path, capsys):
+    # Two slots over 100 s: slot 0 starts up (10 s), trains a run of two 30-s epochs
+    # (the first step inside the first) with a 5-s evaluation, then idles; slot 1 starts
+    # up late and trains one 40-s epoch, and exits.
+    rows = {0: [span(timeline.STARTUP, 0, 10), span(timeline.RUN, 10, 80, "a"),
+                span(timeline.EPOCH, 12, 42), span(timeline.TRACING, 12, 14),
+                span(timeline.EPOCH, 42, 72), span(timeline.EVALUATION, 72, 77)],
+            1: [span(timeline.STARTUP, 20, 30), span(timeline.RUN, 30, 75, "b"),
+                span(timeline.EPOCH, 31, 71), span(timeline.EXIT, 75, 76)]}
+    trace = str(tmp_path / "timeline.json")
+    launch._finish_timeline(rows, 2, 0.0, trace, end=100.0)
+    lines = capsys.readouterr().err.splitlines()
+    numbers = timeline.summary([s for row in rows.values() for s in row], 2, 0.0, 100.0)
+    assert numbers["epoch_seconds"] == 100  # 30 + 30 + 40: the first step not again
+    assert numbers["efficiency"] == 0.5 and numbers["overhead_seconds"] == 100
+    assert lines[-1].startswith("timeline: 100 s of wall time on 2 slot(s); epochs 100 s "
+                                "(floor 50 s of wall), overhead 100 slot-s; efficiency 0.50")
+    idle = {slot: sum(s["end"] - s["start"] for s in row if s["cat"] == timeline.IDLE)
+            for slot, row in rows.items()}
+    assert idle == {0: 20, 1: 44}  # slot 0 after its run; slot 1 before its start, after exit
+    kinds = timeline.overhead_by_category([s for row in rows.values() for s in row])
+    assert kinds["idle"] == 64 and kinds["start-up"] == 20 and kinds["evaluation"] == 5
+    # What runs spent outside their phases: a 70-s run with 65 s of phases, a 45-s one
+    # with 40 s.
+    assert kinds["within runs, other"] == 10 and "first step" in lines[-2]
+    with open(trace) as handle:
+        document = json.load(handle)
+    assert float(document["otherData"]["efficiency"]) == 0.5
+    shown = subprocess.run([sys.executable, "-m", "tfgan_exp.timeline", trace],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.strip() == lines[-1].rsplit(" (", 1)[0]
+
+
+def test_a_slot_that_dies_before_it_starts_gives_its_run_back_and_two_stop_the_grid(
+        tmp_path, cache_dir, monkeypatch, capsys):
+    from tfgan_exp import slots
+    monkeypatch.setattr(slots, "COMMAND", [sys.executable, "-c", "raise SystemExit(7)"])
+    root = str(tmp_path / "grid")
+    configs = [tiny(root, name, cache_dir, epochs=1) for name in ("a", "b", "c")]
+    tally = launch.run_in_parallel(configs, root, parallel=2)
+    out = capsys.readouterr().out
+    assert tally.exit_status == 1 and tally.failed == 0 and tally.finished == 0
+    assert "ended before they could start TensorFlow" in tally.summary()
+    assert "goes back to the queue" in out
+    for config in configs:  # nothing was written where no run ever started
+        assert not os.path.exists(config.run_dir)
+
+
+def test_a_studys_phases_each_get_their_own_flags_and_the_studys_win(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tfgan_exp.study", f"--run_dir={tmp_path / 's'}",
+         "--dry_run", "--epochs=2",
+         "--phase=fast: --lr_g=0.001 --epochs=7", "--phase=plain: --g_loss=hinge",
+         "--phase=search: --search=2", "--phase=tuned: --seed=100 --tuned_from search"],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    fast = lines[lines.index("phase fast:") + 1]
+    plain = lines[lines.index("phase plain:") + 1]
+    assert "lr_g=0.001" in fast and "epochs=2" in fast  # the study's --epochs wins
+    assert "lr_g" not in plain and "g_loss=hinge" in plain and "epochs=2" in plain
+    assert lines[lines.index("phase tuned:") + 1] == (
+        "  its runs are chosen once phase search has ended")
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+
+
+def test_a_phase_waits_until_every_run_of_its_search_has_ended_and_not_if_one_failed():
+    from tfgan_exp import study
+    search = study.Phase("search: --search=2", "/s", [])
+    tuned = study.Phase("tuned: --seed=100 --tuned_from=/s/search", "/s", ["search"])
+    assert tuned.after == "search" and tuned.args[-1] == "--tuned_from=/s/search"
+    phases = [search, tuned]
+    assert study._ended(phases, "search", {}) is None  # not expanded yet
+    search.configs = [Config(run_dir="/s/search/a"), Config(run_dir="/s/search/b")]
+    assert study._ended(phases, "search", {"/s/search/a": "finished"}) is None
+    assert study._ended(phases, "search", {"/s/search/a": "finished",
+                                           "/s/search/b": "diverged"}) is True
+    assert study._ended(phases, "search", {"/s/search/a": "finished",
+                                           "/s/search/b": "failed"}) is False

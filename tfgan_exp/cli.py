@@ -7,7 +7,6 @@ combination then runs (``grid``), one after another or ``--parallel`` at once, o
 status 2, before anything is trained or written.
 """
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -169,8 +168,6 @@ flags.DEFINE_boolean("dry_run", False, "Check the runs' settings and folders and
                      "would overwrite (--overwrite: delete the run there, then train), "
                      "finished, diverged (skipped) or held by another process; then stop: "
                      "nothing is trained or written, and data and models are not loaded.")
-flags.DEFINE_string("run_config", "", "Internal: train the one run this JSON Config "
-                    "describes, with the exit statuses of a --parallel grid's runs.")
 flags.DEFINE_boolean("slot", False, "Internal (used by --parallel): train the runs whose "
                      "JSON Configs come on stdin, one per line, one after another.")
 
@@ -290,7 +287,11 @@ def run_slot() -> None:
     from tfgan_exp import launch, slots
     launch.set_up_child()
     from tfgan_exp import training  # noqa: F401  (TensorFlow, once for every run here)
-    slots.serve(lambda config: run_status(config, child=True))
+    try:
+        slots.serve(lambda config: run_status(config, child=True))
+    except stopping.Interrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        slots.exit_now(128 + error.signum)
     slots.exit_now()
 
 
@@ -343,16 +344,7 @@ def _main(argv):
     if F.slot:
         run_slot()
         return
-    if F.run_config:
-        from tfgan_exp import launch
-        launch.set_up_child()
-        try:
-            config = Config.from_dict(json.loads(F.run_config))
-        except (ValueError, UsageError) as error:
-            fail(f"--run_config: {error}")
-        run_single(config, child=True)
-        return
-    from tfgan_exp import launch, preflight
+    from tfgan_exp import launch
     try:
         grid = grid_from_flags()
         if not 1 <= F.parallel <= 256:

@@ -39,9 +39,9 @@ from tfgan_exp import slots as slots_lib
 from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.rundir import RunDir
 
-# Exit statuses of one run's process (``cli``): the launcher reads them back. A run
-# started by the launcher (--run_config) exits EXIT_HELD when another process holds its
-# folder; run by a user, it exits 2 then, as for any reason it cannot start.
+# Exit statuses of one run (``cli.run_status``): a slot reports them to the launcher. A
+# run in a slot ends EXIT_HELD when another process holds its folder; run by a user, it
+# exits 2 then, as for any reason it cannot start.
 EXIT_DIVERGED, EXIT_HELD = 3, 4
 LISTED = 5  # names listed in the summary line per kind; the rest are counted
 
@@ -55,6 +55,7 @@ class Tally:
     signal: Optional[int] = None  # the signal that stopped the grid, if one did
     failed_runs: List[str] = dataclasses.field(default_factory=list)
     held_runs: List[str] = dataclasses.field(default_factory=list)
+    broken: str = ""  # why the grid stopped giving out runs, when its processes could not run
 
     @property
     def failed(self) -> int:
@@ -78,13 +79,15 @@ class Tally:
         line = f"grid: {self.total} runs: {', '.join(parts)}"
         if self.signal is not None:
             line += f"; stopped by {signal.Signals(self.signal).name}, run it again to resume"
+        if self.broken:
+            line += f"; stopped: {self.broken}"
         return line
 
     @property
     def exit_status(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed or self.held else 0
+        return 1 if self.failed or self.held or self.broken else 0
 
 
 def _listed(names: List[str]) -> str:
@@ -301,32 +304,45 @@ def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
     return "train", ""
 
 
+# Training images per epoch (the data sets' sizes), for ranking runs by cost only.
+TRAINING_IMAGES = {"digits": 1797, "cifar10": 50000, "stl10": 100000}
+
+
 def estimated_cost(config: Config) -> float:
     """A run's relative cost, to start the longest runs first: training images per epoch
     times epochs, times the networks' size, times the work per image (every image is one
     D update's real half; one G update per d_steps of them, costing about as much as a D
-    update: 1 + 1/d_steps), plus the evaluations' images. Only the order matters, so a
-    model of the work rather than a measurement: it ranks a 30-epoch run above a
-    10-epoch one, and a wider or larger-image run above a smaller one."""
+    update: 1 + 1/d_steps; WGAN-GP's penalty, a second backward pass, doubles D's part),
+    plus the evaluations' images. Only the order matters, so a model of the work rather
+    than a measurement: it ranks a 30-epoch run above a 10-epoch one, a CIFAR-10 run
+    above a digits run, a wider or larger-image run above a smaller one."""
     config = config.resolved()
     size = (config.width / 16) ** 2 * (max(config.image_size, 8) / 32) ** 2
-    training = config.epochs * (1 + 1 / config.d_steps)
+    images = TRAINING_IMAGES.get(config.dataset, 50000)
+    penalty = 2.0 if config.d_loss == "wgan-gp" else 1.0
+    per_image = penalty + 1 / config.d_steps
     evaluations = (config.epochs // config.eval_every + 1) if config.eval_every else 0
-    # An evaluation's forward passes over eval_samples images, relative to an epoch of
-    # digits' 1,797 training images (3 passes each: G forward, D forward, backward).
-    return size * (training + evaluations * config.eval_samples / (3 * 1797))
+    # An evaluation's forward passes over eval_samples images count about a third of
+    # training's (G forward, D forward and backward) per image.
+    return size * (config.epochs * images * per_image
+                   + evaluations * config.eval_samples / 3)
 
 
-def longest_first(configs: List[Config]) -> List[Config]:
-    """The runs in the order a parallel grid starts them: the costliest first (stable),
-    so that no slot is left to finish a long run alone while the others idle."""
-    return sorted(configs, key=estimated_cost, reverse=True)
+def longest_first(configs: List[Config],
+                  first: Optional[Callable[[Config], bool]] = None) -> List[Config]:
+    """The runs in the order a parallel grid starts them: those ``first`` picks (runs
+    that other runs wait for: a study's search, before its tuned re-run can join), then
+    the costliest first (stable), so that no slot is left to finish a long run alone
+    while the others idle."""
+    return sorted(configs, key=lambda c: (not (first and first(c)), -estimated_cost(c)))
 
 
 def run_in_parallel(configs: List[Config], root: str, parallel: int,
                     trace_path: Optional[str] = None, process_per_run: bool = False,
                     started: Optional[float] = None,
-                    more: Optional[Callable[[Dict[str, str]], List[Config]]] = None) -> Tally:
+                    more: Optional[Callable[[Dict[str, str]], List[Config]]] = None,
+                    more_pending: Optional[Callable[[], bool]] = None,
+                    first: Optional[Callable[[Config], bool]] = None) -> Tally:
     """Trains the runs ``parallel`` at a time, in ``parallel`` slot processes that each
     train run after run (``slots``), the costliest runs first.
 
@@ -338,7 +354,14 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
     ``more``: asked, at the start and whenever a run has ended, for runs that have
     become ready to train (a study's phase that waits for another), given how each run
     that has ended did ({run_dir: "finished", "diverged", "failed", "held" or
-    "stopped"}); they join the one queue, which is kept costliest first.
+    "stopped"}); they join the one queue, which is kept costliest first, after the
+    runs ``first`` picks. ``more_pending``: whether ``more`` may still bring runs (a
+    free slot is kept open for them while runs are under way).
+
+    A slot that dies before it has read the run it was given (killed while idle, or at
+    its start) gives that run back to the queue; two slots in a row that die before
+    they could start TensorFlow stop the grid (``Tally.broken``) rather than fail every
+    run in turn.
     """
     grid_start = time.time() if started is None else started
     tally = Tally(len(configs))
@@ -357,7 +380,7 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
                 ended[config.run_dir] = "finished"
             else:
                 waiting.append(config)
-        waiting[:] = longest_first(waiting)
+        waiting[:] = longest_first(waiting, first)
 
     def ask_for_more() -> None:
         while more is not None and not stop.is_set():
@@ -404,6 +427,7 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
 
     placements = {number: slot_environment(number, parallel, cpus, gpus)
                   for number in range(parallel)}
+    deaths_before_ready = [0]  # slots in a row that died before TensorFlow had started
 
     def start_slot(number: int) -> slots_lib.Slot:
         slot = slots_lib.Slot(number, placements[number]["environ"], inbox, lock,
@@ -414,12 +438,15 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
             # ``live`` for ``forward`` to find: it stops too.
             slot.process.send_signal(received[0])
         return slot
+    def may_grow() -> bool:
+        return more is not None and (more_pending is None or more_pending())
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         ask_for_more()
         while True:
-            _dispatch(live, waiting, more is not None, stop.is_set(), process_per_run,
-                      give_next, start_slot, parallel)
+            _dispatch(live, waiting, may_grow(), stop.is_set() or bool(tally.broken),
+                      process_per_run, give_next, start_slot, parallel)
             if not live:
                 break
             slot, message = inbox.get()
@@ -431,13 +458,34 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
                 continue
             status = slot.wait()  # the process ended
             del live[slot.number]
-            if slot.run is not None:  # during a run: its outcome is the exit status
+            if slot.ready_at is None and not received:
+                deaths_before_ready[0] += 1
+                if deaths_before_ready[0] >= 2:
+                    tally.broken = (f"two slot processes in a row ended before they could "
+                                    f"start TensorFlow (the last with exit status "
+                                    f"{status}; their output is above)")
+            else:
+                deaths_before_ready[0] = 0
+            if slot.run is not None and not slot.run.acknowledged and not received:
+                # It never had the run: the run goes back to the queue, first.
+                with lock:
+                    print(f"[parallel] slot {slot.number} (pid {slot.pid}) ended (exit "
+                          f"status {status}) before it started {slot.run.name}; the run "
+                          "goes back to the queue", flush=True)
+                waiting.insert(0, slot.run.config)
+                slot.run = None
+            elif slot.run is not None:  # during a run: its outcome is the exit status
                 run_ended(slot, _count(tally, slot.run, status, received), status)
                 ask_for_more()
             elif slot.closed_at is None and not received:
                 with lock:
                     print(f"[parallel] slot {slot.number} (pid {slot.pid}) ended between "
                           f"runs (exit status {status})", flush=True)
+    except BaseException:
+        # The launcher itself failed: its slots checkpoint and stop rather than train on
+        # unwatched (or wait for a parent-death signal).
+        _stop_slots(live)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -445,6 +493,21 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
         tally.signal = received[0]
     _finish_timeline(rows, parallel, grid_start, trace_path)
     return tally
+
+
+def _stop_slots(live: Dict[int, "slots_lib.Slot"], grace: float = 120) -> None:
+    """SIGTERM to every slot, then waits up to ``grace`` seconds for each (a run saves a
+    checkpoint and stops), then SIGKILL."""
+    for slot in live.values():
+        slot.close()
+        if slot.process.poll() is None:
+            slot.process.send_signal(signal.SIGTERM)
+    deadline = time.time() + grace
+    for slot in live.values():
+        try:
+            slot.process.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            slot.process.kill()
 
 
 def _dispatch(live: Dict[int, "slots_lib.Slot"], waiting: List[Config], may_grow: bool,
@@ -471,10 +534,10 @@ def _dispatch(live: Dict[int, "slots_lib.Slot"], waiting: List[Config], may_grow
 
 
 def _finish_timeline(rows: Dict[int, List[timeline.Span]], slots: int, start: float,
-                     trace_path: Optional[str]) -> None:
-    """Adds each slot's idle time (what no span of it covers), writes the trace and
-    prints the summary line."""
-    end = time.time()
+                     trace_path: Optional[str], end: Optional[float] = None) -> None:
+    """Adds each slot's idle time from ``start`` to ``end`` (default now: what none of
+    its start-up, run and exit spans covers), writes the trace and prints the summary."""
+    end = time.time() if end is None else end
     for number in range(slots):
         row = rows.setdefault(number, [])
         covered = sorted((s["start"], s["end"]) for s in row

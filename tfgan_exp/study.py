@@ -7,9 +7,10 @@
                --epochs=10 --tuned_from=search"
 
 Each ``--phase`` is ``NAME: FLAGS``: a grid of ``run.py``'s training flags, trained into
-``<run_dir>/NAME``. Training flags given outside the phases apply to every phase (a
-phase's own win). All phases' runs go into one queue of ``--parallel`` slots, the
-costliest first, so that no slot idles at the end of one grid while another waits.
+``<run_dir>/NAME``. Training flags given outside the phases apply to every phase, over
+the phase's own (``make study ARGS=--epochs=2`` shortens every phase). All phases' runs go into one queue of ``--parallel`` slots, the
+costliest first (runs that another phase waits for before all others), so that no
+slot idles at the end of one grid while another waits.
 A phase whose ``--tuned_from`` names another phase joins the queue once every run of
 that phase has ended (its settings are chosen from them); if one of those failed or
 was held by another process, it is not started and the study exits 1.
@@ -37,7 +38,7 @@ flags.DEFINE_multi_string("phase", [], "A phase of the study: 'NAME: FLAGS', FLA
 
 # Flags of the study as a whole, never of one phase.
 STUDY_FLAGS = ("run_dir", "parallel", "process_per_run", "dry_run", "shard", "slot",
-               "run_config", "phase")
+               "phase")
 
 
 class Phase:
@@ -53,7 +54,7 @@ class Phase:
         if self.name in names:
             raise UsageError(f"--phase: two phases are named {self.name!r}")
         try:
-            self.args = shlex.split(rest)
+            self.args = _joined(shlex.split(rest))
         except ValueError as error:
             raise UsageError(f"--phase={text!r}: {error}") from None
         for arg in self.args:
@@ -68,14 +69,31 @@ class Phase:
         for index, arg in enumerate(self.args):
             if arg.startswith("--tuned_from="):
                 source = arg.split("=", 1)[1]
-                if source in names:  # another phase: its folder, once it has ended
-                    self.after = source
-                    self.args[index] = f"--tuned_from={os.path.join(root, source)}"
+                # Another phase, by its name or its folder: its runs, once it has ended.
+                named = [n for n in names if source == n or os.path.abspath(source)
+                         == os.path.abspath(os.path.join(root, n))]
+                if named:
+                    self.after = named[0]
+                    self.args[index] = f"--tuned_from={os.path.join(root, named[0])}"
                 elif source == self.name:
                     raise UsageError(f"--phase {self.name}: --tuned_from names itself")
         self.configs: Optional[List[Config]] = None  # once expanded
         self.grid = None
         self.tuned_from, self.retry_diverged = "", False
+
+
+def _joined(args: List[str]) -> List[str]:
+    """``--flag value`` as ``--flag=value`` for the flags that take a value."""
+    joined: List[str] = []
+    for arg in args:
+        name = arg[2:] if arg.startswith("--") and "=" not in arg else ""
+        if joined and joined[-1].endswith("=") and not arg.startswith("--"):
+            joined[-1] += arg
+        elif name in F and not F[name].boolean:
+            joined.append(f"--{name}=")
+        else:
+            joined.append(arg)
+    return joined
 
 
 def training_flag_names() -> List[str]:
@@ -91,8 +109,12 @@ def expand(phase: Phase, common: List[str], names: List[str]) -> None:
     for name in names:
         F[name].unparse()
     try:
-        F(["study"] + common + phase.args)
+        F(["study"] + phase.args + common)  # the study's own flags last: they win
         F.run_dir = phase.run_dir  # a phase of one run trains in the phase's folder itself
+        if F.strategy in ("multiworker", "tpu"):
+            raise UsageError(f"--strategy={F.strategy}: each run of a cluster spans every "
+                             "worker, so a study's slots cannot share the machine; run "
+                             "the phases with run.py (--shard across jobs)")
         phase.grid = cli.grid_from_flags()
         cli.announce(phase.grid)
     except (flags.Error, UsageError) as error:
@@ -165,7 +187,7 @@ def _main(argv):
                 print(f"  its runs are chosen once phase {phase.after} has ended")
             else:
                 try:
-                    cli._dry_run(phase.configs, F.retry_diverged)
+                    cli._dry_run(phase.configs, phase.retry_diverged)
                 except UsageError as error:
                     fail(str(error))
         return
@@ -190,15 +212,27 @@ def _main(argv):
             try:
                 expand(phase, common, names)
                 new += get_ready(phase)
-            except UsageError as error:
+            except Exception as error:  # this phase cannot start; the others go on
                 blocked.append(phase.name)
+                phase.configs = None
                 print(f"error: {error}", file=sys.stderr, flush=True)
         return new
 
+    def pending() -> bool:
+        """Whether a phase may still join the queue."""
+        return any(p.configs is None and p.name not in blocked for p in phases)
+
+    def waited_for(config: Config) -> bool:
+        """Whether a phase that has not joined yet waits for this run's phase."""
+        return any(p.configs is None and p.name not in blocked and p.after and any(
+            config.run_dir == c.run_dir for c in next(
+                q for q in phases if q.name == p.after).configs or [])
+            for p in phases)
+
     trace = os.path.join(root, "timeline.json")
     os.makedirs(root, exist_ok=True)
-    tally = launch.run_in_parallel(configs, root, F.parallel, trace,
-                                   F.process_per_run, cli.STARTED, more)
+    tally = launch.run_in_parallel(configs, root, F.parallel, trace, F.process_per_run,
+                                   cli.STARTED, more, pending, waited_for)
     stopping.done()
     waiting = [p.name for p in phases if p.configs is None and p.name not in blocked]
     if waiting and tally.signal is None:

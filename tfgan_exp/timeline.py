@@ -32,6 +32,7 @@ TRACING = "first step"        # the first step of a fit: mostly tracing the trai
 EPOCH = "epoch"               # an epoch's training steps (a metrics line's ``seconds``)
 EPOCH_END = "epoch end"       # the epoch's sample grid, metrics line and checkpoint
 EVALUATION = "evaluation"     # score, distances, precision and recall of an epoch
+RUN_END = "run end"           # fit's tear-down (its data iterator), the lease's release
 RUN = "run"                   # a whole run, from its config to its end
 IDLE = "idle"                 # a slot with nothing to do, waiting for the grid's end
 EXIT = "exit"                 # a slot process's end, from its last run to its exit
@@ -108,9 +109,13 @@ def overhead_by_category(spans: List[Span]) -> Dict[str, float]:
 
 
 def breakdown_line(spans: List[Span]) -> str:
+    """What the overhead went to, largest first; and the first steps (mostly tracing),
+    which are inside the epochs' seconds, as a metrics line's ``seconds`` are."""
     parts = [f"{name} {seconds:.0f} s" for name, seconds in
              overhead_by_category(spans).items() if seconds >= 0.5]
-    return "timeline: overhead by kind (slot-s): " + (", ".join(parts) or "none")
+    first_steps = sum(s["end"] - s["start"] for s in spans if s["cat"] == TRACING)
+    return ("timeline: overhead by kind (slot-s): " + (", ".join(parts) or "none")
+            + f"; first steps (inside the epochs) {first_steps:.0f} s")
 
 
 def write_trace(path: str, spans_by_slot: Dict[int, List[Span]],

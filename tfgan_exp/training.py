@@ -133,6 +133,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.writer = None
         self.last_record: Optional[dict] = None
         self.abandoned: Optional[int] = None  # the epoch whose evaluation a stop cut short
+        self.fit_ended: Optional[float] = None  # when the last fit's training ended
         self._epoch_seconds: List[float] = []
 
     def _open_writer(self):
@@ -147,6 +148,9 @@ class EpochRecorder(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._open_writer()
         self._first_step = True  # of this fit: it traces the training step
+
+    def on_train_end(self, logs=None):
+        self.fit_ended = time.time()  # what fit does after this is its tear-down
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -286,11 +290,7 @@ def run(config: Config) -> Optional[dict]:
     """
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
-    # A process that trains several runs (a slot of a --parallel grid, a sequential
-    # grid) starts each from Keras's fresh state, as a run in a process of its own does.
-    tf.keras.backend.clear_session()
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    _fresh_process_state(config)
     check_writable(config.run_dir)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     stopping.reassert()  # after the strategy: see there
@@ -329,9 +329,27 @@ def run(config: Config) -> Optional[dict]:
             run_dir.clear_failure()  # this attempt succeeded: an older failure is history
         return record
     finally:
-        with stopping.deferred():  # a signal now must not cut the release short
-            if lease is not None:
+        with stopping.deferred(), timeline.span("lease released", timeline.RUN_END):
+            if lease is not None:  # (a signal now must not cut the release short)
                 lease.release(remove_unused=True)
+
+
+_runs_in_this_process = [0]
+
+
+def _fresh_process_state(config: Config) -> None:
+    """What a run in a process of its own starts with, for a process that trains
+    several runs (a slot of a --parallel grid, a sequential grid): Keras's fresh state,
+    and op determinism only when this run asks for it."""
+    if _runs_in_this_process[0]:
+        tf.keras.backend.clear_session()
+        if not config.deterministic:
+            # TensorFlow exports no switch back; its own internal one, where it has it.
+            from tensorflow.python.framework import config as tf_config
+            getattr(tf_config, "disable_op_determinism", lambda: None)()
+    _runs_in_this_process[0] += 1
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
@@ -486,10 +504,14 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                                             signals, guard, resumed_means, stop)
             for first_epoch, end_epoch, steps in phases:
                 first_step = state.step
+                recorder.fit_ended = None
                 gan.fit(batches.dataset(first_step,
                                         first_step + (end_epoch - first_epoch) * steps),
                         epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                         callbacks=[guard, checkpointer, recorder], verbose=0)
+                if recorder.fit_ended is not None:
+                    timeline.record("fit's tear-down", timeline.RUN_END, recorder.fit_ended,
+                                    time.time())
                 if (guard.failure or recorder.abandoned
                         or (stop.agreed if stop else signals.received) is not None):
                     break

@@ -11,11 +11,13 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from tfgan_exp import lease as lease_lib
 from tfgan_exp.config import INCEPTION_URL, UsageError
 from tfgan_exp.data import load_images, to_float
 from tfgan_exp.replicated import ReplicatedMap
@@ -241,7 +243,17 @@ def ensure_digits_classifier(cache_dir: str = ""):
     # grid would be scored by different classifiers (training is not bit-reproducible
     # across processes), and the last file written would change a resumed run's scale.
     with open(weights.replace(".weights.h5", ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another process that is training the digits classifier "
+                  f"into {cache_dir}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in lease_lib.UNSUPPORTED:
+                raise
+            # A file system without locks (some NFS and Lustre mounts): unlocked; on
+            # such a cache, train the classifier once (one run) before a grid starts.
         if not os.path.exists(weights):
             trained = _build_digits_model()
             info = {"held_out_accuracy": _train_digits(trained),
