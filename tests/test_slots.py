@@ -3,8 +3,10 @@ of separate processes, the costliest runs first; a study's phases share one queu
 both record where the wall time went (the timeline)."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -229,3 +231,32 @@ def test_a_phase_waits_until_every_run_of_its_search_has_ended_and_not_if_one_fa
                                            "/s/search/b": "diverged"}) is True
     assert study._ended(phases, "search", {"/s/search/a": "finished",
                                            "/s/search/b": "failed"}) is False
+
+
+def test_sigterm_stops_a_study_and_running_it_again_resumes(tmp_path, cache_dir):
+    root = tmp_path / "study"
+    args = ["-m", "tfgan_exp.study", f"--run_dir={root}", "--parallel=2",
+            f"--cache_dir={cache_dir}", *TINY, "--eval_every=0",
+            "--checkpoint_every_steps=5",
+            "--phase=seeds: --g_loss=minimax,hinge --seeds=2 --epochs=3"]
+    process = subprocess.Popen([sys.executable, *args], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                                   os.path.dirname(os.path.abspath(__file__)))))
+    for line in process.stdout:  # a run has started in a slot
+        if line.startswith("[parallel] started"):
+            break
+    deadline = time.time() + 300
+    while not list(root.glob("seeds/*/checkpoints/checkpoint")):  # it has trained a step
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM, run it again to resume" in err.splitlines()[-1]
+    resumed = run_command(*args, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.splitlines()[-1] == "grid: 4 runs: 4 finished, 0 diverged, 0 failed"
+    for folder in root.glob("seeds/*"):
+        if folder.is_dir():
+            assert [r["epoch"] for r in RunDir(str(folder)).read_metrics()] == [1, 2, 3]
