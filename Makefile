@@ -9,7 +9,7 @@ REQUIREMENTS := $(if $(filter 1,$(GPU)),requirements-gpu.txt,requirements.txt)
 STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu,)-stamp
 ARGS ?=
 
-.PHONY: install demo test study bench clean clean-runs
+.PHONY: install demo test test-fast study bench clean clean-runs
 
 $(STAMP): requirements.txt requirements-gpu.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The unit tests only: every test not marked slow (those train, or start training
+# processes, end to end). For the edit-test loop; `make test` is what CI runs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 # Removes the virtual environment only: runs/ holds results, which `make clean-runs`
 # removes, when asked for by name.
 clean:
@@ -36,36 +41,38 @@ clean-runs:
 
 # The article's comparison, offline: the three generator losses x 5 seeds on digits,
 # 30 epochs each (in the 60-epoch study every curve was within 0.2 of its epoch-60 score
-# by epoch 30, and the saturating loss's collapses come before epoch 15), then a random
+# by epoch 30, and the saturating loss's collapses come before epoch 15), a random
 # search of 7 settings per loss (10 epochs each: 7 is the fewest at which the paired
 # test of each loss against nonsat, 2 tests corrected together, can find a difference
-# at 0.05), then each loss's best search setting
-# again with 5 fresh seeds (the tuned re-run), then the report, copied to docs/.
-# PARALLEL runs train at once (default: one per CPU core). Runs go to runs/digits-study
-# (resumable: run it again after a stop). Prints its wall time. A grid with a run that
-# failed (crashed, killed) or that another process held exits non-zero: the study then
-# stops before the report, and the grid's last line names those runs. STUDY_MARGIN: the
+# at 0.05), and each loss's best search setting again with 5 fresh seeds (the tuned
+# re-run), all in one queue (python -m tfgan_exp.study: the tuned phase joins it when
+# the search has ended); then the report, copied to docs/. PARALLEL runs train at once
+# (default: one per CPU core). Runs go to runs/digits-study (resumable: run it again
+# after a stop). Prints its wall time, its compute floor (the epochs' seconds over the
+# slots) and their ratio; runs/digits-study/timeline.json shows where the time went.
+# A study with a run that failed (crashed, killed) or that another process held exits
+# non-zero before the report; its last line names those runs. STUDY_MARGIN: the
 # digits-score difference of no practical importance (half a point: 5% of real digits').
 STUDY_DIR ?= runs/digits-study
 PARALLEL ?= $(shell nproc)
 STUDY_MARGIN ?= 0.5
 study: $(STAMP)
 	@start=$$(date +%s); \
-	if ! { $(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --seeds=5 --epochs=30 \
-	         --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/losses $(ARGS) && \
-	       $(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge --search=7 --epochs=10 \
-	         --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/search $(ARGS) && \
-	       $(PY) run.py --dataset=digits --g_loss=minimax,nonsat,hinge \
-	         --seed=100,101,102,103,104 --epochs=10 --tuned_from=$(STUDY_DIR)/search \
-	         --parallel=$(PARALLEL) --run_dir=$(STUDY_DIR)/tuned $(ARGS); }; then \
-	  echo "make study: stopped before the report: a grid did not end cleanly (a run" \
-	    "failed or was held by another process, or it was stopped); its 'grid:' line" \
+	if ! $(PY) -m tfgan_exp.study --dataset=digits --run_dir=$(STUDY_DIR) \
+	       --parallel=$(PARALLEL) $(ARGS) \
+	       --phase="losses: --g_loss=minimax,nonsat,hinge --seeds=5 --epochs=30" \
+	       --phase="search: --g_loss=minimax,nonsat,hinge --search=7 --epochs=10" \
+	       --phase="tuned: --g_loss=minimax,nonsat,hinge --seed=100,101,102,103,104 \
+	                --epochs=10 --tuned_from=search"; then \
+	  echo "make study: stopped before the report: the study did not end cleanly (a run" \
+	    "failed or was held by another process, or it was stopped); its last line" \
 	    "above names those runs. Run make study again once they can train." >&2; \
 	  exit 1; \
 	fi; \
 	$(PY) -m tfgan_exp.report $(STUDY_DIR) --equivalence_margin=$(STUDY_MARGIN) && \
 	rm -rf docs/digits-study && mkdir -p docs && cp -r $(STUDY_DIR)/report docs/digits-study && \
-	echo "make study: $$(( $$(date +%s) - start )) s of wall time, $(PARALLEL) run(s) at once"
+	echo "make study: $$($(PY) -m tfgan_exp.timeline $(STUDY_DIR)/timeline.json \
+	  --since=$$start | tail -1), $(PARALLEL) run(s) at once"
 
 # The training-step benchmark against a plain tf.function loop and PyTorch.
 bench: $(STAMP)

@@ -16,7 +16,8 @@ FLAGS_PAGE = os.path.join(REPO, "docs", "running.md")
 # The tool's commands, each with the flags it defines (and absl's own).
 COMMANDS = [("run.py",), ("-m", "tfgan_exp.report"), ("-m", "tfgan_exp.score"),
             ("-m", "tfgan_exp.prepare"), ("-m", "tfgan_exp.bench"),
-            ("-m", "tfgan_exp.bench_grid")]
+            ("-m", "tfgan_exp.bench_grid"), ("-m", "tfgan_exp.study"),
+            ("-m", "tfgan_exp.timeline")]
 # Flags the pages name that belong to other programs: sbatch, scancel, docker, kubectl,
 # pip, tensorboard, nvidia-smi.
 FOREIGN = {"array", "gres", "cpus-per-task", "mem", "time", "requeue", "signal", "output",
@@ -82,7 +83,7 @@ def test_every_flag_of_run_py_is_on_the_flags_page():
     result = run_command("run.py", "--help", timeout=120)
     defined = set(re.findall(r"^\s+--(?:\[no\])?([\w-]+)", result.stdout, re.M))
     page = open(FLAGS_PAGE).read()
-    missing = sorted(name for name in defined - {"run_config"}
+    missing = sorted(name for name in defined - {"slot"}
                      if f"`--{name}" not in page)
     assert defined and not missing, missing
 

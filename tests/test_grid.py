@@ -354,7 +354,11 @@ def test_two_shards_train_each_run_once_and_the_report_covers_all(tmp_path, cach
         assert process.returncode == 0, err[-3000:]
         assert "shard" in err and "2 of the grid's 4 runs" in err
     trained = [name for _, err in outputs for name in re.findall(r"-> \S+/(\S+)\n", err)]
-    assert sorted(trained) == sorted(os.listdir(root)) and len(set(trained)) == 4
+    folders = [name for name in os.listdir(root) if os.path.isdir(root / name)]
+    assert sorted(trained) == sorted(folders) and len(set(trained)) == 4
+    # Each shard wrote its own timeline, neither over the other's.
+    assert sorted(set(os.listdir(root)) - set(folders)) == [
+        "timeline-shard0of2.json", "timeline-shard1of2.json"]
     for name in trained:  # each trained exactly once: one epoch, one line
         assert len(RunDir(str(root / name)).read_metrics()) == 1
     text = open(report.write_report(str(root))).read()
@@ -524,7 +528,9 @@ def test_a_crashing_run_is_recorded_and_a_sequential_grid_goes_on(tmp_path, cach
 def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_train(
         tmp_path, cache_dir):
     root = tmp_path / "grid"
-    args = ["run.py", "--g_loss=minimax,hinge", "--epochs=2", "--parallel=2", "--eval_every=0",
+    # Three runs on two slots: the killed slot is replaced for the run still waiting.
+    args = ["run.py", "--g_loss=minimax,hinge,nonsat", "--epochs=2", "--parallel=2",
+            "--eval_every=0",
             "--checkpoint_every_steps=5", *TINY, f"--cache_dir={cache_dir}",
             f"--run_dir={root}"]
     process = subprocess.Popen(command_line(*args), cwd=tmp_path, stdout=subprocess.PIPE,
@@ -543,11 +549,12 @@ def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_trai
     out, err = process.communicate(timeout=600)
     assert process.returncode == 1, err[-3000:]
     assert "g_loss=minimax failed: killed by SIGKILL (out of memory?)" in out
-    assert err.splitlines()[-1] == ("grid: 2 runs: 1 finished, 0 diverged, 1 failed "
+    assert err.splitlines()[-1] == ("grid: 3 runs: 2 finished, 0 diverged, 1 failed "
                                     "(g_loss=minimax)")
     failure = RunDir(str(root / "g_loss=minimax")).failure()
     assert failure["why"] == "killed by SIGKILL (out of memory?)" and failure["exit_status"] == -9
-    assert [r["epoch"] for r in RunDir(str(root / "g_loss=hinge")).read_metrics()] == [1, 2]
+    for name in ("g_loss=hinge", "g_loss=nonsat"):
+        assert [r["epoch"] for r in RunDir(str(root / name)).read_metrics()] == [1, 2]
 
 
 def test_a_signal_that_comes_while_a_child_starts_reaches_it(tmp_path, cache_dir,

@@ -259,6 +259,9 @@ def test_the_grid_job_survives_preemption_and_fails_a_mistake_at_once():
     # grace), or stopped cleanly on SIGTERM (143): replaced, no retry used, and resumed.
     assert pod_failure_action(rules, 137, ["DisruptionTarget"]) == "Ignore"
     assert pod_failure_action(rules, 143) == "Ignore"
+    # Another process took a run's lease over (75): this pod stopped at once so the run is
+    # trained once; its replacement goes on with the shard's other runs, no retry used.
+    assert pod_failure_action(rules, 75) == "Ignore"
     assert pod_failure_action(rules, 2) == "FailIndex"  # a user's mistake: no retry helps
     assert pod_failure_action(rules, 1) == "Count"  # a crash: one of the retries
     assert spec["podReplacementPolicy"] == "Failed"  # never two pods of one index at once

@@ -7,10 +7,12 @@ combination then runs (``grid``), one after another or ``--parallel`` at once, o
 status 2, before anything is trained or written.
 """
 import dataclasses
-import json
 import os
 import sys
-from typing import List
+import time
+from typing import List, Optional
+
+STARTED = time.time()  # the command's start, as near as Python lets us see it
 
 from absl import flags
 
@@ -157,13 +159,17 @@ flags.DEFINE_string("shard", "", "Train only slice K of N of the grid (K/N, 0 <=
                     "has nothing to train and exits 0.")
 flags.DEFINE_integer("parallel", 1, "Train up to P runs of the grid at once, each in its own "
                      "process on its own GPU (or its share of the CPU cores), 1..256.")
+flags.DEFINE_boolean("process_per_run", False, "With --parallel: start a fresh process for "
+                     "every run instead of keeping P processes that each train run after "
+                     "run (slower: every run pays the process start, imports and "
+                     "TensorFlow's start-up; isolates runs from each other's leaks).")
 flags.DEFINE_boolean("dry_run", False, "Check the runs' settings and folders and print "
                      "what this command (this --shard) would do with each: would train, "
                      "would overwrite (--overwrite: delete the run there, then train), "
                      "finished, diverged (skipped) or held by another process; then stop: "
                      "nothing is trained or written, and data and models are not loaded.")
-flags.DEFINE_string("run_config", "", "Internal (used by --parallel): train the one run "
-                    "this JSON Config describes.")
+flags.DEFINE_boolean("slot", False, "Internal (used by --parallel): train the runs whose "
+                     "JSON Configs come on stdin, one per line, one after another.")
 
 
 def _seeds() -> List[int]:
@@ -236,32 +242,57 @@ def _tuned_settings(seeds: List[int]):
     return chosen
 
 
-def run_single(config: Config, child: bool = False) -> None:
-    """One run, with its exit status: 0 trained, 1 crashed (recorded in its folder's
-    failed.json), 2 a user's mistake or a folder another process is training, 3
-    diverged, 75 taken over by another process (``lease.EXIT_LOST``: it stopped at once,
-    writing nothing more), 128 + N stopped by signal N (checkpointed). ``child``: started by
-    ``--parallel``, which reads a held folder as status 4 (``launch.EXIT_HELD``)."""
+def run_status(config: Config, child: bool = False) -> int:
+    """Trains one run; returns its exit status: 0 trained, 1 crashed (recorded in its
+    folder's failed.json), 2 a user's mistake or a folder another process is training, 3
+    diverged. ``child``: started by ``--parallel``, which reads a held folder as status 4
+    (``launch.EXIT_HELD``). A stop signal raises ``stopping.Interrupted`` (128 + N); a
+    lease taken over ends the process with 75 (``lease.EXIT_LOST``: it stopped at once,
+    writing nothing more)."""
     from tfgan_exp import launch, lease
     try:
         from tfgan_exp import training  # imports TensorFlow: after the flags are checked
         training.run(config)
-        stopping.done()
+        return 0
     except lease.Held as error:
         if child:
-            print(f"note: {error}", file=sys.stderr)
-            sys.exit(launch.EXIT_HELD)
-        fail(str(error))
+            print(f"note: {error}", file=sys.stderr, flush=True)
+            return launch.EXIT_HELD
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     except UsageError as error:
-        fail(str(error))
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(launch.EXIT_DIVERGED)
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return launch.EXIT_DIVERGED
     except stopping.Interrupted:
         raise  # main says so and exits 128 + N
     except Exception as error:  # a crash: recorded where a grid's report will look
         launch.record_crash(config, error)
-        sys.exit(1)
+        return 1
+
+
+def run_single(config: Config, child: bool = False) -> None:
+    """One run as a command: exits with ``run_status``'s status."""
+    status = run_status(config, child)
+    if status == 0:
+        stopping.done()
+    else:
+        sys.exit(status)
+
+
+def run_slot() -> None:
+    """A slot of a --parallel grid (``slots``): trains the Configs its launcher sends."""
+    from tfgan_exp import launch, slots
+    launch.set_up_child()
+    from tfgan_exp import training  # noqa: F401  (TensorFlow, once for every run here)
+    try:
+        slots.serve(lambda config: run_status(config, child=True))
+    except stopping.Interrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        slots.exit_now(128 + error.signum)
+    slots.exit_now()
 
 
 def _dry_run(configs: List[Config], retry_diverged: bool) -> None:
@@ -310,16 +341,10 @@ def _main(argv):
     logging.set_verbosity(logging.WARNING)  # hide TensorFlow's per-checkpoint INFO lines
     if len(argv) > 1:
         fail(f"unexpected argument(s) {argv[1:]}; every setting is a --flag (see --help)")
-    if F.run_config:
-        from tfgan_exp import launch
-        launch.set_up_child()
-        try:
-            config = Config.from_dict(json.loads(F.run_config))
-        except (ValueError, UsageError) as error:
-            fail(f"--run_config: {error}")
-        run_single(config, child=True)
+    if F.slot:
+        run_slot()
         return
-    from tfgan_exp import launch, preflight
+    from tfgan_exp import launch
     try:
         grid = grid_from_flags()
         if not 1 <= F.parallel <= 256:
@@ -334,9 +359,7 @@ def _main(argv):
             print(past_the_array, file=sys.stderr)
         if shard and not grid.is_grid and not F.shard.startswith("auto"):
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
-        notes = grid.notes + grid_lib.adopt_existing(grid)
-        for note in notes + grid_lib.check(grid, F.retry_diverged):  # every run, first
-            print(f"note: {note}", file=sys.stderr)
+        announce(grid)
     except UsageError as error:
         fail(str(error))
     configs = grid.configs
@@ -358,18 +381,17 @@ def _main(argv):
     if not grid.is_grid:
         run_single(configs[0])
         return
-    try:  # every run this command will train can start: before the first one does
-        preflight.check([c for c in configs if launch.plan(c, F.retry_diverged)[0]
-                         not in ("finished", "diverged")])
+    try:
+        get_ready(grid, configs)
     except UsageError as error:
         fail(str(error))
-    grid_lib.write_search(grid)
-    grid_lib.write_tuned(grid, F.tuned_from)
     try:
+        trace = trace_path(grid.root, shard)
         if F.parallel > 1:
-            tally = launch.run_in_parallel(configs, grid.root, F.parallel)
+            tally = launch.run_in_parallel(configs, grid.root, F.parallel, trace,
+                                           F.process_per_run, STARTED)
         else:
-            tally = launch.run_sequentially(configs, grid.root)
+            tally = launch.run_sequentially(configs, grid.root, trace, STARTED)
     except UsageError as error:
         fail(str(error))
     # The grid's work is done: a signal from here on is only recorded, so that a grid
@@ -377,6 +399,33 @@ def _main(argv):
     stopping.done()
     print(tally.summary(), file=sys.stderr)
     sys.exit(tally.exit_status)
+
+
+def announce(grid: grid_lib.Grid) -> None:
+    """Adopts runs already in the grid's folders, checks every run's folder against its
+    settings (UsageError) and prints the notes, before anything is trained."""
+    notes = grid.notes + grid_lib.adopt_existing(grid)
+    for note in notes + grid_lib.check(grid, F.retry_diverged):  # every run, first
+        print(f"note: {note}", file=sys.stderr)
+
+
+def get_ready(grid: grid_lib.Grid, configs: List[Config], tuned_from: Optional[str] = None,
+              retry_diverged: Optional[bool] = None) -> None:
+    """Before the first of ``configs`` trains: checks that every run that will train
+    can start (``preflight``: UsageError), and records the grid's search or the search
+    a tuned re-run took its settings from (``tuned_from``; default: the flags')."""
+    from tfgan_exp import launch, preflight
+    retry = F.retry_diverged if retry_diverged is None else retry_diverged
+    preflight.check([c for c in configs if launch.plan(c, retry)[0]
+                     not in ("finished", "diverged")])
+    grid_lib.write_search(grid)
+    grid_lib.write_tuned(grid, F.tuned_from if tuned_from is None else tuned_from)
+
+
+def trace_path(root: str, shard) -> str:
+    """Where a grid's timeline goes: timeline.json in its root, one per shard."""
+    name = f"timeline-shard{shard[0]}of{shard[1]}.json" if shard else "timeline.json"
+    return os.path.join(root, name)
 
 
 def run():

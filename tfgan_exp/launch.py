@@ -1,18 +1,19 @@
 """Running the runs of a grid: one after another in this process, or P at once.
 
-``run_sequentially`` trains each run in this process. ``run_in_parallel`` starts each
-run as a process of its own (``python -m tfgan_exp.cli --run_config=JSON``), at most P
-at a time: each is pinned to its own GPU where there are GPUs (CUDA_VISIBLE_DEVICES) and
-to its share of the CPU cores (affinity and TensorFlow's thread pools), its output lines
-are prefixed with its run's name, and a SIGTERM or SIGINT to this process is passed to
-every run, which saves a checkpoint and stops. Either way a run already trained is
-counted without loading anything, a diverged run is recorded in its folder, a run whose
-folder another process holds (``lease``) is skipped with a note, a run that crashes or
-is killed (by a signal this launcher did not send: the OOM killer's SIGKILL, SIGABRT) is
-recorded in its folder's failed.json, and the grid goes on. A ``--parallel`` run whose
-lease another process took over (its process exits ``lease.EXIT_LOST`` at once) counts
-as held by another process, and nothing is written into its folder; in a sequential
-grid the whole process exits so.
+``run_sequentially`` trains each run in this process. ``run_in_parallel`` keeps P slot
+processes (``slots``: ``python -m tfgan_exp.cli --slot``), each training run after run,
+the costliest runs first: each slot is pinned to its own GPU where there are GPUs
+(CUDA_VISIBLE_DEVICES) and to its share of the CPU cores (affinity and TensorFlow's
+thread pools), its output lines are prefixed with its run's name, and a SIGTERM or
+SIGINT to this process is passed to every slot, whose run saves a checkpoint and stops.
+Either way a run already trained is counted without loading anything, a diverged run is
+recorded in its folder, a run whose folder another process holds (``lease``) is skipped
+with a note, a run that crashes or is killed (by a signal this launcher did not send:
+the OOM killer's SIGKILL, SIGABRT) is recorded in its folder's failed.json, and the grid
+goes on (a slot that died is replaced). A ``--parallel`` run whose lease another process
+took over (its process exits ``lease.EXIT_LOST`` at once) counts as held by another
+process, and nothing is written into its folder; in a sequential grid the whole process
+exits so. Both record where the wall time went (``timeline``) and print its summary.
 
 Exit status of a grid: 0 when every run finished or diverged (a divergence is a result),
 1 when a run failed (crashed, was killed, or stopped with an error) or was held by
@@ -20,8 +21,8 @@ another process, 2 for a user's mistake found before training, 75 (``lease.EXIT_
 when a sequential grid's run was taken over, 128 + N when signal N stopped it.
 """
 import dataclasses
-import json
 import os
+import queue as queue_lib
 import re
 import shutil
 import signal
@@ -30,17 +31,17 @@ import sys
 import threading
 import time
 import traceback
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from tfgan_exp import lease as lease_lib
-from tfgan_exp import scheduler, stopping
+from tfgan_exp import scheduler, stopping, timeline
+from tfgan_exp import slots as slots_lib
 from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.rundir import RunDir
 
-ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
-# Exit statuses of one run's process (``cli``): the launcher reads them back. A run
-# started by the launcher (--run_config) exits EXIT_HELD when another process holds its
-# folder; run by a user, it exits 2 then, as for any reason it cannot start.
+# Exit statuses of one run (``cli.run_status``): a slot reports them to the launcher. A
+# run in a slot ends EXIT_HELD when another process holds its folder; run by a user, it
+# exits 2 then, as for any reason it cannot start.
 EXIT_DIVERGED, EXIT_HELD = 3, 4
 LISTED = 5  # names listed in the summary line per kind; the rest are counted
 
@@ -54,6 +55,7 @@ class Tally:
     signal: Optional[int] = None  # the signal that stopped the grid, if one did
     failed_runs: List[str] = dataclasses.field(default_factory=list)
     held_runs: List[str] = dataclasses.field(default_factory=list)
+    broken: str = ""  # why the grid stopped giving out runs, when its processes could not run
 
     @property
     def failed(self) -> int:
@@ -77,13 +79,15 @@ class Tally:
         line = f"grid: {self.total} runs: {', '.join(parts)}"
         if self.signal is not None:
             line += f"; stopped by {signal.Signals(self.signal).name}, run it again to resume"
+        if self.broken:
+            line += f"; stopped: {self.broken}"
         return line
 
     @property
     def exit_status(self) -> int:
         if self.signal is not None:
             return 128 + self.signal
-        return 1 if self.failed or self.held else 0
+        return 1 if self.failed or self.held or self.broken else 0
 
 
 def _listed(names: List[str]) -> str:
@@ -98,7 +102,8 @@ def run_name(config: Config, root: str) -> str:
     return os.path.relpath(config.run_dir, root) if root else config.run_dir
 
 
-def run_sequentially(configs: List[Config], root: str) -> Tally:
+def run_sequentially(configs: List[Config], root: str, trace_path: Optional[str] = None,
+                     started: Optional[float] = None) -> Tally:
     """Trains the runs one after another in this process.
 
     A run already trained is counted before anything is loaded for it. A divergence is
@@ -106,11 +111,19 @@ def run_sequentially(configs: List[Config], root: str) -> Tally:
     that crashes (any other exception: out of memory, an unreadable checkpoint, an I/O
     error, a problem found only once it starts) is recorded in its folder's failed.json;
     and the grid goes on to the next run. A stop signal (SIGTERM, SIGINT) stops the grid,
-    the run under way saving a checkpoint.
+    the run under way saving a checkpoint. ``started``: when the command started (its
+    start-up is the timeline's first span); ``trace_path``: where the timeline goes.
     """
+    grid_start = time.time()
     tally = Tally(len(configs))
+    row: List[timeline.Span] = []
+    if started is not None:
+        row.append({"name": "start-up", "cat": timeline.STARTUP, "start": started,
+                    "end": grid_start, "args": {"pid": os.getpid()}})
+    timeline.set_sink(row.append)
     try:
-        from tfgan_exp import training  # imports TensorFlow: a signal may come meanwhile
+        with timeline.span("start-up: TensorFlow", timeline.STARTUP):
+            from tfgan_exp import training  # imports TensorFlow: a signal may come meanwhile
         for number, config in enumerate(configs, start=1):
             name = run_name(config, root)
             stopping.check()  # a signal that came as the last run ended stops the grid here
@@ -122,7 +135,8 @@ def run_sequentially(configs: List[Config], root: str) -> Tally:
                 tally.finished += 1
                 continue
             try:
-                training.run(config)
+                with timeline.span(name, timeline.RUN):
+                    training.run(config)
                 tally.finished += 1
             except TrainingDiverged as error:
                 print(f"diverged: {error}", file=sys.stderr, flush=True)
@@ -140,6 +154,9 @@ def run_sequentially(configs: List[Config], root: str) -> Tally:
     except stopping.Interrupted as error:
         tally.signal = error.signum
         print(f"stopped: {error}", file=sys.stderr, flush=True)
+    finally:
+        timeline.set_sink(None)
+    _finish_timeline({0: row}, 1, min([grid_start] + [s["start"] for s in row]), trace_path)
     return tally
 
 
@@ -252,38 +269,6 @@ def set_up_child(environ=None) -> None:
         sys.exit(128 + signal.SIGTERM)
 
 
-class _Child:
-    """One run's process, with a thread copying its output lines, prefixed."""
-
-    def __init__(self, config: Config, name: str, slot: int, placement: dict, lock):
-        self.config, self.name, self.slot = config, name, slot
-        self.started = time.time()
-        env = dict(os.environ, **placement["environ"])
-        # The child imports this package from where this process found it.
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        command = [sys.executable, "-m", "tfgan_exp.cli",
-                   f"--run_config={json.dumps(dataclasses.asdict(config))}"]
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1)
-        self._thread = threading.Thread(target=self._copy, args=(lock,), daemon=True)
-        self._thread.start()
-
-    def _copy(self, lock):
-        for line in self.process.stdout:
-            if line.startswith(ABSL_PREAMBLE):
-                continue  # printed by TensorFlow's C++ start-up in every process; no news
-            with lock:
-                print(f"[{self.name}] {line.rstrip()}", flush=True)
-
-    def wait(self, timeout=None) -> int:
-        status = self.process.wait(timeout)
-        self._thread.join()
-        return status
-
-
 def already_trained(config: Config) -> bool:
     """The run's folder records all its epochs (and no divergence) and its newest
     checkpoint is at least as far: nothing to train. (grid.check has already compared
@@ -319,78 +304,264 @@ def plan(config: Config, retry_diverged: bool = False) -> Tuple[str, str]:
     return "train", ""
 
 
-def run_in_parallel(configs: List[Config], root: str, parallel: int) -> Tally:
-    """Trains the runs ``parallel`` at a time, each in a process of its own."""
+# Training images per epoch (the data sets' sizes), for ranking runs by cost only.
+TRAINING_IMAGES = {"digits": 1797, "cifar10": 50000, "stl10": 100000}
+
+
+def estimated_cost(config: Config) -> float:
+    """A run's relative cost, to start the longest runs first: training images per epoch
+    times epochs, times the networks' size, times the work per image (every image is one
+    D update's real half; one G update per d_steps of them, costing about as much as a D
+    update: 1 + 1/d_steps; WGAN-GP's penalty, a second backward pass, doubles D's part),
+    plus the evaluations' images. Only the order matters, so a model of the work rather
+    than a measurement: it ranks a 30-epoch run above a 10-epoch one, a CIFAR-10 run
+    above a digits run, a wider or larger-image run above a smaller one."""
+    config = config.resolved()
+    size = (config.width / 16) ** 2 * (max(config.image_size, 8) / 32) ** 2
+    images = TRAINING_IMAGES.get(config.dataset, 50000)
+    penalty = 2.0 if config.d_loss == "wgan-gp" else 1.0
+    per_image = penalty + 1 / config.d_steps
+    evaluations = (config.epochs // config.eval_every + 1) if config.eval_every else 0
+    # An evaluation's forward passes over eval_samples images count about a third of
+    # training's (G forward, D forward and backward) per image.
+    return size * (config.epochs * images * per_image
+                   + evaluations * config.eval_samples / 3)
+
+
+def longest_first(configs: List[Config],
+                  first: Optional[Callable[[Config], bool]] = None) -> List[Config]:
+    """The runs in the order a parallel grid starts them: those ``first`` picks (runs
+    that other runs wait for: a study's search, before its tuned re-run can join), then
+    the costliest first (stable), so that no slot is left to finish a long run alone
+    while the others idle."""
+    return sorted(configs, key=lambda c: (not (first and first(c)), -estimated_cost(c)))
+
+
+def run_in_parallel(configs: List[Config], root: str, parallel: int,
+                    trace_path: Optional[str] = None, process_per_run: bool = False,
+                    started: Optional[float] = None,
+                    more: Optional[Callable[[Dict[str, str]], List[Config]]] = None,
+                    more_pending: Optional[Callable[[], bool]] = None,
+                    first: Optional[Callable[[Config], bool]] = None) -> Tally:
+    """Trains the runs ``parallel`` at a time, in ``parallel`` slot processes that each
+    train run after run (``slots``), the costliest runs first.
+
+    ``process_per_run``: a fresh process for every run instead (its start-up paid per
+    run; a leak or a crash of the interpreter cannot touch the next run). A slot that
+    dies (killed, its run's lease taken over) is replaced while runs are left.
+    ``trace_path``: where to write the timeline (``timeline``); its summary is printed.
+    ``started``: when the command started (its wall time counts from there).
+    ``more``: asked, at the start and whenever a run has ended, for runs that have
+    become ready to train (a study's phase that waits for another), given how each run
+    that has ended did ({run_dir: "finished", "diverged", "failed", "held" or
+    "stopped"}); they join the one queue, which is kept costliest first, after the
+    runs ``first`` picks. ``more_pending``: whether ``more`` may still bring runs (a
+    free slot is kept open for them while runs are under way).
+
+    A slot that dies before it has read the run it was given (killed while idle, or at
+    its start) gives that run back to the queue; two slots in a row that die before
+    they could start TensorFlow stop the grid (``Tally.broken``) rather than fail every
+    run in turn.
+    """
+    grid_start = time.time() if started is None else started
     tally = Tally(len(configs))
     cpus = sorted(os.sched_getaffinity(0))
     gpus = visible_gpus()
     lock = threading.Lock()
-    queue = []
-    for config in configs:
-        if already_trained(config):  # a resumed grid: no process start-up for these
-            print(f"[parallel] {run_name(config, root)} already trained for "
-                  f"{config.epochs} epochs", flush=True)
-            tally.finished += 1
-        else:
-            queue.append(config)
-    running: Dict[int, _Child] = {}
+    waiting: List[Config] = []
+    ended: Dict[str, str] = {}  # run_dir -> how it ended, for ``more``
+
+    def enqueue(new: List[Config]) -> None:
+        for config in new:
+            if already_trained(config):  # a resumed grid: no process start-up for these
+                print(f"[parallel] {run_name(config, root)} already trained for "
+                      f"{config.epochs} epochs", flush=True)
+                tally.finished += 1
+                ended[config.run_dir] = "finished"
+            else:
+                waiting.append(config)
+        waiting[:] = longest_first(waiting, first)
+
+    def ask_for_more() -> None:
+        while more is not None and not stop.is_set():
+            new = more(dict(ended))
+            if not new:
+                return
+            tally.total += len(new)
+            enqueue(new)
+
+    enqueue(configs)
+    rows: Dict[int, List[timeline.Span]] = {}
+    live: Dict[int, slots_lib.Slot] = {}
+    inbox: "queue_lib.Queue" = queue_lib.Queue()
     stop = threading.Event()
     received: List[int] = []
 
     def forward(signum, frame):
         received.append(signum)
         stop.set()
-        for child in list(running.values()):
-            if child.process.poll() is None:
-                child.process.send_signal(signum)
+        for slot in list(live.values()):
+            if slot.process.poll() is None:
+                slot.process.send_signal(signum)
+
+    def give_next(slot: slots_lib.Slot) -> None:
+        config = waiting.pop(0)
+        slot.give(config, run_name(config, root))
+        where = f"CPUs {','.join(map(str, placements[slot.number]['cpus']))}"
+        if gpus:
+            where += f", GPU {placements[slot.number]['environ']['CUDA_VISIBLE_DEVICES']}"
+        with lock:
+            print(f"[parallel] started {slot.run.name} (pid {slot.pid}; {where}; slot "
+                  f"{slot.number})", flush=True)
+
+    def run_ended(slot: slots_lib.Slot, outcome: str, status: int,
+                  end: Optional[float] = None) -> None:
+        run = slot.run
+        rows[slot.number].append(slot.run_span(outcome, status, end))
+        slot.run = None
+        ended[run.config.run_dir] = outcome.split()[0].rstrip(":")
+        if ended[run.config.run_dir] == "taken":
+            ended[run.config.run_dir] = "held"
+        with lock:
+            print(f"[parallel] {run.name} {outcome} (exit status {status})", flush=True)
+
+    placements = {number: slot_environment(number, parallel, cpus, gpus)
+                  for number in range(parallel)}
+    deaths_before_ready = [0]  # slots in a row that died before TensorFlow had started
+
+    def start_slot(number: int) -> slots_lib.Slot:
+        slot = slots_lib.Slot(number, placements[number]["environ"], inbox, lock,
+                              rows.setdefault(number, []))
+        live[number] = slot
+        if received and slot.process.poll() is None:
+            # The signal came while this slot was being started, before it was in
+            # ``live`` for ``forward`` to find: it stops too.
+            slot.process.send_signal(received[0])
+        return slot
+    def may_grow() -> bool:
+        return more is not None and (more_pending is None or more_pending())
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while queue or running:
-            while queue and len(running) < parallel and not stop.is_set():
-                slot = min(set(range(parallel)) - set(running))
-                config = queue.pop(0)
-                placement = slot_environment(slot, parallel, cpus, gpus)
-                child = _Child(config, run_name(config, root), slot, placement, lock)
-                running[slot] = child
-                if received and child.process.poll() is None:
-                    # The signal came while this child was being started, before it was
-                    # in ``running`` for ``forward`` to find: it stops too.
-                    child.process.send_signal(received[0])
-                where = f"CPUs {','.join(map(str, placement['cpus']))}"
-                if gpus:
-                    where += f", GPU {placement['environ']['CUDA_VISIBLE_DEVICES']}"
-                with lock:
-                    print(f"[parallel] started {child.name} (pid {child.process.pid}; "
-                          f"{where})", flush=True)
-            if not running:
+        ask_for_more()
+        while True:
+            _dispatch(live, waiting, may_grow(), stop.is_set() or bool(tally.broken),
+                      process_per_run, give_next, start_slot, parallel)
+            if not live:
                 break
-            _wait_for_any(running)
-            for slot, child in list(running.items()):
-                status = child.process.poll()
-                if status is None:
-                    continue
-                child.wait()
-                del running[slot]
-                outcome = _count(tally, child, status, received)
+            slot, message = inbox.get()
+            if message is not None:  # {"done": status}: the slot is free again
+                status = int(message["done"])
+                run_ended(slot, _count(tally, slot.run, status, received), status,
+                          message.get("at"))
+                ask_for_more()
+                continue
+            status = slot.wait()  # the process ended
+            del live[slot.number]
+            if slot.ready_at is None and not received:
+                deaths_before_ready[0] += 1
+                if deaths_before_ready[0] >= 2:
+                    tally.broken = (f"two slot processes in a row ended before they could "
+                                    f"start TensorFlow (the last with exit status "
+                                    f"{status}; their output is above)")
+            else:
+                deaths_before_ready[0] = 0
+            if slot.run is not None and not slot.run.acknowledged and not received:
+                # It never had the run: the run goes back to the queue, first.
                 with lock:
-                    print(f"[parallel] {child.name} {outcome} (exit status {status})",
-                          flush=True)
+                    print(f"[parallel] slot {slot.number} (pid {slot.pid}) ended (exit "
+                          f"status {status}) before it started {slot.run.name}; the run "
+                          "goes back to the queue", flush=True)
+                waiting.insert(0, slot.run.config)
+                slot.run = None
+            elif slot.run is not None:  # during a run: its outcome is the exit status
+                run_ended(slot, _count(tally, slot.run, status, received), status)
+                ask_for_more()
+            elif slot.closed_at is None and not received:
+                with lock:
+                    print(f"[parallel] slot {slot.number} (pid {slot.pid}) ended between "
+                          f"runs (exit status {status})", flush=True)
+    except BaseException:
+        # The launcher itself failed: its slots checkpoint and stop rather than train on
+        # unwatched (or wait for a parent-death signal).
+        _stop_slots(live)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
         tally.signal = received[0]
+    _finish_timeline(rows, parallel, grid_start, trace_path)
     return tally
 
 
-def _wait_for_any(running: Dict[int, _Child]) -> None:
-    """Returns once some child has exited (polling: os.wait would steal the statuses)."""
-    while all(child.process.poll() is None for child in running.values()):
-        time.sleep(0.2)
+def _stop_slots(live: Dict[int, "slots_lib.Slot"], grace: float = 120) -> None:
+    """SIGTERM to every slot, then waits up to ``grace`` seconds for each (a run saves a
+    checkpoint and stops), then SIGKILL."""
+    for slot in live.values():
+        slot.close()
+        if slot.process.poll() is None:
+            slot.process.send_signal(signal.SIGTERM)
+    deadline = time.time() + grace
+    for slot in live.values():
+        try:
+            slot.process.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            slot.process.kill()
 
 
-def _count(tally: Tally, child: _Child, status: int, forwarded: List[int]) -> str:
+def _dispatch(live: Dict[int, "slots_lib.Slot"], waiting: List[Config], may_grow: bool,
+              stopping_now: bool, process_per_run: bool, give_next, start_slot,
+              parallel: int) -> None:
+    """Gives waiting runs to free slots (starting slots where there are none) and
+    closes the slots that will get none: all free ones once no run is waiting and none
+    is under way (while one is, a study's next phase may yet bring runs: ``may_grow``),
+    or after each run with ``process_per_run``."""
+    for slot in list(live.values()):
+        if slot.run is None and slot.closed_at is None:
+            if process_per_run and slot.ready_at is not None:
+                slot.close()  # it has trained its one run
+            elif waiting and not stopping_now:
+                give_next(slot)
+    for number in range(parallel):
+        if number not in live and waiting and not stopping_now:
+            give_next(start_slot(number))
+    under_way = any(slot.run is not None for slot in live.values())
+    if not waiting and (stopping_now or not (may_grow and under_way)):
+        for slot in live.values():
+            if slot.run is None:
+                slot.close()
+
+
+def _finish_timeline(rows: Dict[int, List[timeline.Span]], slots: int, start: float,
+                     trace_path: Optional[str], end: Optional[float] = None) -> None:
+    """Adds each slot's idle time from ``start`` to ``end`` (default now: what none of
+    its start-up, run and exit spans covers), writes the trace and prints the summary."""
+    end = time.time() if end is None else end
+    for number in range(slots):
+        row = rows.setdefault(number, [])
+        covered = sorted((s["start"], s["end"]) for s in row
+                         if s["cat"] in (timeline.STARTUP, timeline.RUN, timeline.EXIT))
+        cursor = start
+        for begin, finish in covered + [(end, end)]:
+            if begin - cursor > 0.05:
+                row.append({"name": "idle", "cat": timeline.IDLE, "start": cursor,
+                            "end": begin, "args": {}})
+            cursor = max(cursor, finish)
+    spans = [s for row in rows.values() for s in row]
+    numbers = timeline.summary(spans, slots, start, end)
+    if trace_path:
+        try:
+            timeline.write_trace(trace_path, rows, numbers)
+        except OSError as error:
+            print(f"warning: cannot write the timeline {trace_path}: {error}",
+                  file=sys.stderr, flush=True)
+    print(timeline.breakdown_line(spans), file=sys.stderr)
+    print(timeline.summary_line(numbers) + (f" ({trace_path})" if trace_path else ""),
+          file=sys.stderr, flush=True)
+
+
+def _count(tally: Tally, child: "slots_lib.Run", status: int, forwarded: List[int]) -> str:
     """Counts how a child ended; records a failure in its run's folder. A child ended by
     a signal this launcher forwarded was stopped (checkpointed, resumable); by another
     one (the OOM killer's SIGKILL, SIGABRT), it failed."""

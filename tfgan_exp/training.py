@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgan_exp import (data, distribute, lease as lease_lib, models, provenance, scheduler,
-                       stopping, summaries)
+                       stopping, summaries, timeline)
 from tfgan_exp.evaluation.evaluator import EpochEvaluator, EvaluationAbandoned, make_scorer
 from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
@@ -133,10 +133,8 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.writer = None
         self.last_record: Optional[dict] = None
         self.abandoned: Optional[int] = None  # the epoch whose evaluation a stop cut short
+        self.fit_ended: Optional[float] = None  # when the last fit's training ended
         self._epoch_seconds: List[float] = []
-
-    def on_train_begin(self, logs=None):
-        self._open_writer()
 
     def _open_writer(self):
         if self.chief and self.writer is None:
@@ -147,9 +145,23 @@ class EpochRecorder(tf.keras.callbacks.Callback):
                 summaries.write_hparams(self.writer, settings,
                                         os.path.basename(os.path.normpath(self.run_dir.path)))
 
+    def on_train_begin(self, logs=None):
+        self._open_writer()
+        self._first_step = True  # of this fit: it traces the training step
+
+    def on_train_end(self, logs=None):
+        self.fit_ended = time.time()  # what fit does after this is its tear-down
+
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._wall_start = time.time()
         self._start_step = self.state.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_step:
+            self._first_step = False
+            timeline.record(f"first step (epoch {self.state.step // self.steps_per_epoch + 1})",
+                            timeline.TRACING, self._wall_start, time.time())
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.failure:
@@ -159,6 +171,8 @@ class EpochRecorder(tf.keras.callbacks.Callback):
             return  # stopped within the epoch (a signal): nothing to record
         number = epoch + 1  # epochs are counted from 1 in every output
         train_seconds = time.perf_counter() - self._start
+        trained = time.time()
+        timeline.record(f"epoch {number}", timeline.EPOCH, self._wall_start, trained)
         record = {"epoch": number, "step": step}
         record.update({k: float(v) for k, v in (logs or {}).items()})
         record["seconds"] = train_seconds  # this process's share, for a resumed epoch
@@ -173,11 +187,13 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         if not due:
             self._publish(record, grid)
             self.state.save()
+            timeline.record(f"epoch {number} end", timeline.EPOCH_END, trained, time.time())
             self._report(record, time.perf_counter() - self._start)
             return
         if self.chief:
             self.run_dir.write_pending(record)
         self.state.save()  # the epoch is safe before its evaluation starts
+        timeline.record(f"epoch {number} end", timeline.EPOCH_END, trained, time.time())
         self._evaluate(record, grid, self._start)
 
     def evaluate_pending(self, record: dict) -> bool:
@@ -191,8 +207,9 @@ class EpochRecorder(tf.keras.callbacks.Callback):
 
     def _evaluate(self, record: dict, grid: np.ndarray, start: float) -> bool:
         try:
-            for evaluate in self.evaluators:
-                record.update(evaluate(self.should_stop))
+            with timeline.span(f"evaluation {record['epoch']}", timeline.EVALUATION):
+                for evaluate in self.evaluators:
+                    record.update(evaluate(self.should_stop))
         except EvaluationAbandoned:
             self.abandoned = record["epoch"]
             if self.model is not None:
@@ -273,8 +290,7 @@ def run(config: Config) -> Optional[dict]:
     """
     config = config.resolved()
     run_dir = RunDir(config.run_dir)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    _fresh_process_state(config)
     check_writable(config.run_dir)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     stopping.reassert()  # after the strategy: see there
@@ -313,9 +329,27 @@ def run(config: Config) -> Optional[dict]:
             run_dir.clear_failure()  # this attempt succeeded: an older failure is history
         return record
     finally:
-        with stopping.deferred():  # a signal now must not cut the release short
-            if lease is not None:
+        with stopping.deferred(), timeline.span("lease released", timeline.RUN_END):
+            if lease is not None:  # (a signal now must not cut the release short)
                 lease.release(remove_unused=True)
+
+
+_runs_in_this_process = [0]
+
+
+def _fresh_process_state(config: Config) -> None:
+    """What a run in a process of its own starts with, for a process that trains
+    several runs (a slot of a --parallel grid, a sequential grid): Keras's fresh state,
+    and op determinism only when this run asks for it."""
+    if _runs_in_this_process[0]:
+        tf.keras.backend.clear_session()
+        if not config.deterministic:
+            # TensorFlow exports no switch back; its own internal one, where it has it.
+            from tensorflow.python.framework import config as tf_config
+            getattr(tf_config, "disable_op_determinism", lambda: None)()
+    _runs_in_this_process[0] += 1
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
@@ -343,10 +377,13 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
            overwrite: bool, invocation: str) -> Optional[dict]:
     """``run`` once the lease is held: load, build, prepare the folder, resume, fit."""
     replicas = strategy.num_replicas_in_sync
-    images = data.load_images(config.dataset, config.image_size, config.data_dir)
-    batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
-                                   config.latent_dim, config.seed)
-    scorer = make_scorer(config, images, strategy, agree, chief)
+    with timeline.span("data", timeline.DATA):
+        images = data.load_images(config.dataset, config.image_size, config.data_dir)
+        batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
+                                       config.latent_dim, config.seed)
+    with timeline.span("classifier and real features", timeline.SCORER):
+        scorer = make_scorer(config, images, strategy, agree, chief)
+    model_start = time.time()
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
         gan = build_gan(config, images.shape[1:])
@@ -417,6 +454,7 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
         if start_step:
             print(f"resuming {config.run_dir} at step {start_step} (epoch "
                   f"{start_epoch + 1}, step {offset} of {spe})", file=sys.stderr)
+        timeline.record("model, folder and restore", timeline.MODEL, model_start, time.time())
 
         stop = ClusterStop(agree, signals) if cluster else None
         should_stop = stop.poll if stop else (lambda: signals.received is not None)
@@ -466,10 +504,14 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                                             signals, guard, resumed_means, stop)
             for first_epoch, end_epoch, steps in phases:
                 first_step = state.step
+                recorder.fit_ended = None
                 gan.fit(batches.dataset(first_step,
                                         first_step + (end_epoch - first_epoch) * steps),
                         epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                         callbacks=[guard, checkpointer, recorder], verbose=0)
+                if recorder.fit_ended is not None:
+                    timeline.record("fit's tear-down", timeline.RUN_END, recorder.fit_ended,
+                                    time.time())
                 if (guard.failure or recorder.abandoned
                         or (stop.agreed if stop else signals.received) is not None):
                     break

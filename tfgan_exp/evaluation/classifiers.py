@@ -7,14 +7,17 @@ classifier on a numpy array runs ``forward`` on every replica of the strategy it
 built under, chunk by chunk. Each has a ``name`` that prefixes its metrics and a
 ``fingerprint`` (network and preprocessing) that keys cached statistics.
 """
+import fcntl
 import hashlib
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from tfgan_exp import lease as lease_lib
 from tfgan_exp.config import INCEPTION_URL, UsageError
 from tfgan_exp.data import load_images, to_float
 from tfgan_exp.replicated import ReplicatedMap
@@ -232,15 +235,33 @@ def ensure_digits_classifier(cache_dir: str = ""):
     cache_dir = cache_dir or default_cache_dir()
     weights = os.path.join(cache_dir, f"digits_classifier_v{DIGITS_VERSION}.weights.h5")
     info_path = weights.replace(".weights.h5", ".json")
-    if not os.path.exists(weights):
-        os.makedirs(cache_dir, exist_ok=True)
-        trained = _build_digits_model()
-        info = {"held_out_accuracy": _train_digits(trained),
-                "real_digits_score": _real_digits_score(trained)}
-        # The info file first: the weights file's existence is what says "trained".
-        write_atomically(info_path, json.dumps(info))
-        with written_atomically(weights, suffix=".weights.h5") as temporary:
-            trained.save_weights(temporary)
+    if os.path.exists(weights):
+        return weights, info_path
+    os.makedirs(cache_dir, exist_ok=True)
+    # One process trains it and the others wait for its file: each training its own at
+    # once (the slots of a --parallel grid, array tasks sharing a cache), runs of one
+    # grid would be scored by different classifiers (training is not bit-reproducible
+    # across processes), and the last file written would change a resumed run's scale.
+    with open(weights.replace(".weights.h5", ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another process that is training the digits classifier "
+                  f"into {cache_dir}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in lease_lib.UNSUPPORTED:
+                raise
+            # A file system without locks (some NFS and Lustre mounts): unlocked; on
+            # such a cache, train the classifier once (one run) before a grid starts.
+        if not os.path.exists(weights):
+            trained = _build_digits_model()
+            info = {"held_out_accuracy": _train_digits(trained),
+                    "real_digits_score": _real_digits_score(trained)}
+            # The info file first: the weights file's existence is what says "trained".
+            write_atomically(info_path, json.dumps(info))
+            with written_atomically(weights, suffix=".weights.h5") as temporary:
+                trained.save_weights(temporary)
     return weights, info_path
 
 

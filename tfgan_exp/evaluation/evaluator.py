@@ -17,6 +17,7 @@ import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
+import tensorflow as tf
 
 from tfgan_exp import data, distribute
 from tfgan_exp.config import UsageError
@@ -250,8 +251,28 @@ def make_scorer(config, images: np.ndarray, strategy,
     ``chief`` says whether this worker is the chief.
 
     Loads (or trains) the classifier now, under ``strategy``, so that a model that cannot
-    be had stops the run before training starts.
+    be had stops the run before training starts. A process that trains several runs (a
+    slot of a --parallel grid) keeps the last scorer it made on the default strategy and
+    gives it to the next run that asks for the same one: the classifier and the real
+    features are the same files either way, read once.
     """
+    key = (config.dataset, config.image_size, config.data_dir, config.cache_dir,
+           config.eval_samples, config.inception_model, config.eval_every == 0)
+    reusable = agree is None and strategy is tf.distribute.get_strategy()
+    if reusable and _last_scorer and _last_scorer[0] == key:
+        return _last_scorer[1]
+    scorer = _make_scorer(config, images, strategy, agree, chief)
+    _last_scorer.clear()
+    if reusable:
+        _last_scorer.extend([key, scorer])
+    return scorer
+
+
+_last_scorer: list = []  # [key, Scorer] of the last reusable scorer this process made
+
+
+def _make_scorer(config, images: np.ndarray, strategy, agree, chief) -> Optional[Scorer]:
+    """``make_scorer`` without its reuse."""
     from tfgan_exp.evaluation.classifiers import (DigitsClassifier, InceptionClassifier,
                                                   default_cache_dir, ensure_digits_classifier)
     if config.eval_every == 0:
