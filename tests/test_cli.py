@@ -33,6 +33,7 @@ BAD_FLAGS = [
 
 
 @pytest.mark.parametrize("args, message", BAD_FLAGS)
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_status_2(args, message, tmp_path):
     result = run_command("run.py", *args, f"--data_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -50,6 +51,7 @@ def test_help_states_units_and_bounds():
         assert text in result.stdout, text
 
 
+@pytest.mark.slow
 def test_run_py_trains_and_writes_a_run(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = run_command("run.py", "--epochs=1", "--width=4", "--latent_dim=8",
@@ -63,6 +65,7 @@ def test_run_py_trains_and_writes_a_run(tmp_path, cache_dir):
     assert sorted(os.listdir(run_dir / "samples")) == ["epoch_0001.png"]
 
 
+@pytest.mark.slow
 def test_bench_prints_its_json_last(tmp_path):
     result = run_command("-m", "tfgan_exp.bench", "--width=4", "--batch_size=8", "--steps=2",
                          "--rounds=2", "--warmup=1", "--eval_images=4", "--input_steps=5",

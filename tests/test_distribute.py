@@ -122,6 +122,7 @@ def finish(processes, timeout=400):
 
 
 @pytest.mark.parametrize("platform", ["elsewhere", "gcp"])
+@pytest.mark.slow
 def test_sigterm_to_one_worker_stops_all_at_one_step_and_they_resume(tmp_path, cache_dir,
                                                                      monkeypatch, platform):
     """A preemption notice to one worker; on GCP, where TensorFlow's own handler would
@@ -162,6 +163,7 @@ def test_sigterm_to_one_worker_stops_all_at_one_step_and_they_resume(tmp_path, c
     assert [r["epoch"] for r in records] == [1]
 
 
+@pytest.mark.slow
 def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_weights(
         tmp_path, cache_dir):
     first = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_every=0"))

@@ -68,6 +68,7 @@ def tool_flags():
     return names
 
 
+@pytest.mark.slow
 def test_every_flag_the_pages_name_exists(tool_flags):
     unknown = []
     for page in PAGES:
@@ -95,6 +96,7 @@ def test_the_readme_stays_short_and_speaks_to_users():
         assert "session" not in open(page).read().lower(), page
 
 
+@pytest.mark.slow
 def test_the_quick_starts_smoke_test_runs_as_written(tmp_path):
     text = open(PAGES[0]).read()
     command = re.search(r"`\.venv/bin/python (run\.py [^`]*--run_dir=/tmp/smoke)`", text)

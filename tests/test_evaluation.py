@@ -199,6 +199,7 @@ def test_real_features_are_cached_and_keyed(fake_inception_dir, tmp_path):
     assert not np.allclose(other.features, first.features)
 
 
+@pytest.mark.slow
 def test_digits_classifier_is_accurate_and_real_digits_score_high(cache_dir):
     classifier = DigitsClassifier(cache_dir)
     assert classifier.held_out_accuracy >= 0.97
@@ -233,6 +234,7 @@ def test_the_anchor_is_held_out_real_images_against_as_many_others(cache_dir):
                                      "anchor": anchor}
 
 
+@pytest.mark.slow
 def test_epoch_evaluation_on_two_replicas_equals_one_device(cache_dir, two_cpus, mirrored):
     """Generation and classification split across two replicas give one device's numbers."""
     shape = (16, 16, 1)

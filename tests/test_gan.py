@@ -39,6 +39,7 @@ def one_step(strategy, config, batches, weights=None):
 
 
 @pytest.mark.parametrize("g_loss", ["nonsat", "wgan-gp"])
+@pytest.mark.slow
 def test_two_replicas_take_the_same_step_as_one_device(two_cpus, mirrored, g_loss):
     config = tiny_config(g_loss=g_loss)
     rng = np.random.default_rng(0)
@@ -62,6 +63,7 @@ def test_two_replicas_take_the_same_step_as_one_device(two_cpus, mirrored, g_los
     assert {"d_loss", "g_loss", "d_fake_prob", "g_grad_norm"} <= set(reference_logs)
 
 
+@pytest.mark.slow
 def test_optimizer_iterations_count_updates(two_cpus):
     config = tiny_config(d_steps=3)
     images = np.zeros((64,) + IMAGE_SHAPE, np.uint8)
@@ -75,6 +77,7 @@ def test_optimizer_iterations_count_updates(two_cpus):
 @pytest.mark.parametrize("precision, spectral_norm, g_loss", [
     ("bf16", False, "nonsat"), ("fp16", False, "nonsat"),
     ("bf16", True, "wgan-gp"), ("fp16", True, "wgan-gp")])  # fp16 + SN once crashed in fit
+@pytest.mark.slow
 def test_mixed_precision_steps_are_finite_with_float32_logits(precision, spectral_norm,
                                                               g_loss):
     config = tiny_config(d_steps=1, mixed_precision=precision, spectral_norm=spectral_norm,

@@ -161,6 +161,7 @@ def test_a_slurm_array_smaller_than_the_grid_is_warned_of_naming_the_runs_left_o
     assert grid.runs_past_the_array("3/30", expanded, environ) == ""
 
 
+@pytest.mark.slow
 def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_task_0(
         tmp_path):
     args = ["run.py", "--g_loss=minimax,hinge", f"--run_dir={tmp_path / 'grid'}",
@@ -236,6 +237,7 @@ def test_a_dry_run_with_overwrite_says_which_runs_it_would_delete(tmp_path):
         "dry run: 3 would train (1 deleting the run there first), 0 finished")
 
 
+@pytest.mark.slow
 def test_a_grid_whose_second_dataset_cannot_be_had_stops_before_its_first_run(tmp_path):
     # Offline, cifar10 is neither prepared nor downloadable; online, the Inception model
     # given is missing all the same. Either stops the grid before the digits run trains.
@@ -308,6 +310,7 @@ def test_a_signal_after_a_grids_last_run_does_not_turn_it_into_a_stopped_grid(tm
     assert "grid: 2 runs: 2 finished, 0 diverged, 0 failed" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, cache_dir, monkeypatch,
                                                           capsys):
     root = str(tmp_path / "grid")
@@ -342,6 +345,7 @@ def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, cache_dir, mo
     assert "| minimax / bce | 1 | 0 |" in text
 
 
+@pytest.mark.slow
 def test_two_shards_train_each_run_once_and_the_report_covers_all(tmp_path, cache_dir):
     root = tmp_path / "grid"
     args = ["run.py", "--g_loss=minimax,hinge", "--seeds=2", "--epochs=1", *TINY,
@@ -367,6 +371,7 @@ def test_two_shards_train_each_run_once_and_the_report_covers_all(tmp_path, cach
     assert again.returncode == 0 and again.stderr.count("already trained") == 2
 
 
+@pytest.mark.slow
 def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, cache_dir):
     root = tmp_path / "grid"
     args = ["run.py", "--g_loss=minimax,hinge", "--epochs=2", "--parallel=2",
@@ -497,6 +502,7 @@ def test_search_folders_are_named_by_what_the_command_varies_and_the_trial(tmp_p
                      "g_loss=minimax,trial=0,seed=0", "g_loss=minimax,trial=1,seed=0"]
 
 
+@pytest.mark.slow
 def test_a_crashing_run_is_recorded_and_a_sequential_grid_goes_on(tmp_path, cache_dir,
                                                                    capsys):
     root = str(tmp_path / "grid")
@@ -525,6 +531,7 @@ def test_a_crashing_run_is_recorded_and_a_sequential_grid_goes_on(tmp_path, cach
     assert RunDir(configs[0].run_dir).failure() is None
 
 
+@pytest.mark.slow
 def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_train(
         tmp_path, cache_dir):
     root = tmp_path / "grid"

@@ -36,6 +36,7 @@ def test_shell_scripts_parse():
         assert result.returncode == 0, (name, result.stderr)
 
 
+@pytest.mark.slow
 def test_slurm_array_tasks_cover_the_grid_once(tmp_path):
     script = os.path.join(JOBS, "slurm_grid.sh")
     last = int(re.search(r"^#SBATCH --array=0-(\d+)$", open(script).read(), re.M).group(1))
@@ -64,6 +65,7 @@ def test_slurm_array_tasks_cover_the_grid_once(tmp_path):
         assert would_train(result.stdout) == runs
 
 
+@pytest.mark.slow
 def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):
     grid_job = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))
     report_job = next(doc for doc in manifests("k8s_report.yaml") if doc["kind"] == "Job")
@@ -220,6 +222,7 @@ def test_make_study_stops_before_the_report_when_a_run_failed(tmp_path):
 
 # --- Kubernetes: schemas, failure policy, the run script, the in-cluster wait ----------
 
+@pytest.mark.slow
 def test_every_manifest_validates_against_the_kubernetes_schemas_in_strict_mode():
     import kubernetes_validate
     version = kubernetes_validate.latest_version()
@@ -334,6 +337,7 @@ def test_k8s_run_refuses_an_image_without_a_version(tmp_path):
     assert not log.exists()  # nothing was sent to the cluster
 
 
+@pytest.mark.slow
 def test_the_report_job_waits_for_the_grid_job_through_the_api(tmp_path):
     """python -m tfgan_exp.k8s_wait against a stand-in API server that answers the
     Job's status: running twice, then Failed (a grid with failures is still reported)."""

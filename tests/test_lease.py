@@ -209,6 +209,7 @@ def test_a_newcomer_waits_for_a_stopping_holder_then_takes_the_lease(tmp_path, c
     assert lease.read(folder)["pid"] == os.getpid()
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_folder_being_trained_names_the_holder_and_exits_2(
         tmp_path, cache_dir):
     run_dir = tmp_path / "run"
@@ -237,6 +238,7 @@ def test_a_second_process_on_a_folder_being_trained_names_the_holder_and_exits_2
     assert [r["epoch"] for r in RunDir(str(run_dir)).read_metrics()] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_grid_skips_a_run_another_process_holds_names_it_and_fails(tmp_path, cache_dir,
                                                                       capsys):
     root = tmp_path / "grid"

@@ -54,6 +54,7 @@ def interrupt(run_dir, cache_dir, signum, script="run.py", extra=()):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
         tmp_path, cache_dir, reference, signum):
     run_dir = str(tmp_path / "run")
@@ -69,6 +70,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
     assert metrics_without_timing(run_dir) == reference  # to the last bit, every epoch once
 
 
+@pytest.mark.slow
 def test_steps_per_execution_changes_nothing_but_speed(tmp_path, cache_dir, reference):
     # 5 steps per call: saves, the signal and the resume land between calls, and the
     # resumed epoch's remaining steps are not a multiple of 5.
@@ -82,6 +84,7 @@ def test_steps_per_execution_changes_nothing_but_speed(tmp_path, cache_dir, refe
     assert metrics_without_timing(run_dir) == reference
 
 
+@pytest.mark.slow
 def test_two_replicas_resume_mid_epoch_with_the_running_means_put_back(tmp_path, cache_dir):
     # The epoch's running means live in SUM-aggregated per-replica variables under a
     # MirroredStrategy; a resume must split them back so the epoch's means come out whole.
@@ -106,6 +109,7 @@ def test_two_replicas_resume_mid_epoch_with_the_running_means_put_back(tmp_path,
     assert resumed_records[0] == pytest.approx(reference_records[0], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_message_says_how_to_resume(tmp_path, cache_dir):
     process = subprocess.Popen(command_line(*command(str(tmp_path / "run"), cache_dir)),
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -120,6 +124,7 @@ def test_sigterm_message_says_how_to_resume(tmp_path, cache_dir):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint_falls_back_to_the_one_before(tmp_path, cache_dir, capsys):
     run_dir = str(tmp_path / "run")
     config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
@@ -139,6 +144,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_one_before(tmp_path, cache_dir
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_stops_instead_of_starting_over(tmp_path, cache_dir):
     run_dir = str(tmp_path / "run")
     config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
@@ -151,6 +157,7 @@ def test_no_readable_checkpoint_stops_instead_of_starting_over(tmp_path, cache_d
         training.run(Config(epochs=2, **config))
 
 
+@pytest.mark.slow
 def test_report_command_rejects_a_missing_directory(tmp_path):
     result = run_command("-m", "tfgan_exp.report", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a directory" in result.stderr
@@ -185,6 +192,7 @@ def sigterm_once(args, cwd, ready, timeout=300):
     return process, stderr, time.time() - sent
 
 
+@pytest.mark.slow
 def test_sigterm_during_an_evaluation_stops_at_once_and_the_resume_evaluates_it(
         tmp_path, cache_dir):
     # 100,000 images make the evaluation the longest part of this run (8 s on a 2-core
@@ -220,6 +228,7 @@ def test_sigterm_during_an_evaluation_stops_at_once_and_the_resume_evaluates_it(
     assert metrics_without_timing(run_dir) == metrics_without_timing(tmp_path / "reference")
 
 
+@pytest.mark.slow
 def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_path):
     # A new cache: the digits classifier is being trained (tens of seconds) when the
     # signal comes; the run has taken its folder's lease, nothing else yet.
@@ -239,6 +248,7 @@ def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_pat
     assert [name for name in cached if name.endswith(".weights.h5")] == []
 
 
+@pytest.mark.slow
 def test_a_missing_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path,
                                                                              cache_dir,
                                                                              capsys):
@@ -259,6 +269,7 @@ def test_a_missing_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_
     assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")).endswith("ckpt-56")
 
 
+@pytest.mark.slow
 def test_overwrite_happens_once_per_invocation_token(tmp_path, cache_dir, monkeypatch,
                                                       capsys):
     run_dir = str(tmp_path / "run")

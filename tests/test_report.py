@@ -95,6 +95,7 @@ def test_failures_diverged_did_not_learn_and_collapsed_by_classes_covered(tmp_pa
 
 # --- the verdict ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_path):
     for seed in range(5):
         write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.1 * seed], g_loss="nonsat", seed=seed)
@@ -124,6 +125,7 @@ def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_
     assert "### Failed runs" in text and "covers 1 of 10 digits" in text
 
 
+@pytest.mark.slow
 def test_equivalence_is_claimed_only_inside_the_margin(tmp_path):
     for seed in range(8):
         write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.01 * seed], g_loss="nonsat", seed=seed)
@@ -140,6 +142,7 @@ def test_equivalence_is_claimed_only_inside_the_margin(tmp_path):
 
 # --- every shape of grid -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_one_run_per_loss_gives_values_and_says_how_many_runs_a_test_needs(tmp_path):
     write_run(tmp_path, "g_loss=minimax", [5.0, 5.5], g_loss="minimax")
     write_run(tmp_path, "g_loss=nonsat", [6.0, 7.0], g_loss="nonsat")
@@ -153,6 +156,7 @@ def test_one_run_per_loss_gives_values_and_says_how_many_runs_a_test_needs(tmp_p
     assert os.path.exists(tmp_path / "report" / "digits_final.png")
 
 
+@pytest.mark.slow
 def test_one_run_against_five_and_a_group_where_every_run_diverged(tmp_path):
     for seed in range(5):
         write_run(tmp_path, f"nonsat-{seed}", [6.0 + 0.1 * seed], g_loss="nonsat", seed=seed)
@@ -183,6 +187,7 @@ def test_a_grid_of_unfinished_runs_only_lists_them(tmp_path):
     assert "### Verdict" not in text
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_listed_and_left_out_of_every_number(tmp_path):
     for seed in range(2):
         write_run(tmp_path, f"nonsat-{seed}", [6.0, 7.0], g_loss="nonsat", seed=seed)
@@ -194,6 +199,7 @@ def test_unfinished_runs_are_listed_and_left_out_of_every_number(tmp_path):
     assert "| hinge / hinge | 2 | 0 |" in section(text, "### Groups")  # not a seed
 
 
+@pytest.mark.slow
 def test_one_run_in_two_folders_counts_once_as_the_one_that_trained_further(tmp_path):
     for seed in range(2):
         write_run(tmp_path, f"old/g_loss=hinge,seed={seed}", [5.0, 6.0], g_loss="hinge",
@@ -214,6 +220,7 @@ def test_one_run_in_two_folders_counts_once_as_the_one_that_trained_further(tmp_
     assert "unfinished" not in text.split("##")[0]  # the stopped copy is not a run of its own
 
 
+@pytest.mark.slow
 def test_the_anchor_row_and_the_set_sizes_are_stated(tmp_path):
     for loss in ("minimax", "nonsat"):
         write_run(tmp_path, loss, [6.0], g_loss=loss)
@@ -224,6 +231,7 @@ def test_the_anchor_row_and_the_set_sizes_are_stated(tmp_path):
             and "over 2,000 generated images" in groups)
 
 
+@pytest.mark.slow
 def test_made_with_lists_the_software_and_warns_when_a_comparison_mixes_them(tmp_path):
     for seed in range(3):
         write_run(tmp_path, f"nonsat-{seed}", [6.0 + seed], g_loss="nonsat", seed=seed)
@@ -308,6 +316,7 @@ def test_a_search_crossed_with_another_axis_or_repeated_is_never_pooled(tmp_path
     assert len(search2[0].settings) == 2
 
 
+@pytest.mark.slow
 def test_tuned_rerun_takes_each_losss_best_setting_and_is_reported_as_a_verdict(tmp_path):
     write_search(tmp_path / "search", ["nonsat", "hinge"], 3,
                  lambda c, trial: {0: 5.0, 1: 7.0, 2: 6.0}[trial] + (0.5 if c.g_loss == "hinge"
@@ -334,6 +343,7 @@ def test_tuned_rerun_takes_each_losss_best_setting_and_is_reported_as_a_verdict(
 
 # --- figures and errors ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_report_has_every_figure_as_a_real_png(tmp_path):
     for loss in ("minimax", "hinge"):
         for seed in range(2):
@@ -361,6 +371,7 @@ def test_report_of_an_empty_directory_is_refused(tmp_path):
         report.write_report(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_report_command_rejects_a_missing_directory_and_a_bad_margin(tmp_path):
     result = run_command("-m", "tfgan_exp.report", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a directory" in result.stderr
@@ -370,6 +381,7 @@ def test_report_command_rejects_a_missing_directory_and_a_bad_margin(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: --equivalence_margin")
 
 
+@pytest.mark.slow
 def test_equivalence_is_never_claimed_over_diverged_runs(tmp_path):
     for seed in range(5):
         write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.01 * seed], g_loss="nonsat", seed=seed)
@@ -381,6 +393,7 @@ def test_equivalence_is_never_claimed_over_diverged_runs(tmp_path):
     assert "shift over the 2 and 5 runs with a value" in hinge
 
 
+@pytest.mark.slow
 def test_a_finished_run_without_a_final_score_is_a_failure(tmp_path):
     for seed in range(3):
         write_run(tmp_path, f"nonsat-{seed}", [7.0], g_loss="nonsat", seed=seed)
@@ -392,6 +405,7 @@ def test_a_finished_run_without_a_final_score_is_a_failure(tmp_path):
     assert "failed in 1 of 3 runs" in section(report_text(tmp_path), "### Verdict", "###")
 
 
+@pytest.mark.slow
 def test_a_tuned_rerun_inside_its_search_folder_is_not_a_search_trial(tmp_path):
     search_dir = tmp_path / "search"
     write_search(search_dir, ["nonsat", "hinge"], 2, lambda c, trial: 5.0 + trial)

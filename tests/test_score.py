@@ -61,6 +61,7 @@ def test_good_sets_load_as_floats_in_range(tmp_path):
     np.testing.assert_array_equal(load_image_set(str(folder)), loaded)
 
 
+@pytest.mark.slow
 def test_command_prints_json_last_and_rejects_bad_input(tmp_path, fake_inception_dir):
     pixels = RNG.integers(0, 256, (45, 32, 32, 3), dtype=np.uint8)
     images = save(tmp_path, "fake.npy", pixels[:30])

@@ -39,6 +39,7 @@ def runs_in_trace(path):
     return [(e["name"], e["args"]["pid"], e["tid"]) for e in runs], events
 
 
+@pytest.mark.slow
 def test_a_slot_trains_runs_one_after_another_with_the_results_of_separate_processes(
         tmp_path, cache_dir, capsys):
     # The longer run is listed last and starts first; the shorter then trains in the
@@ -95,6 +96,7 @@ def test_the_costliest_runs_start_first():
     assert launch.longest_first([thirty, ten], first=lambda c: c is ten) == [ten, thirty]
 
 
+@pytest.mark.slow
 def test_a_study_queues_its_phases_together_and_a_tuned_phase_waits_for_its_search(
         tmp_path, cache_dir):
     root = tmp_path / "study"
@@ -219,20 +221,31 @@ def test_a_studys_phases_each_get_their_own_flags_and_the_studys_win(tmp_path):
 
 
 def test_a_phase_waits_until_every_run_of_its_search_has_ended_and_not_if_one_failed():
-    from tfgan_exp import study
-    search = study.Phase("search: --search=2", "/s", [])
-    tuned = study.Phase("tuned: --seed=100 --tuned_from=/s/search", "/s", ["search"])
-    assert tuned.after == "search" and tuned.args[-1] == "--tuned_from=/s/search"
-    phases = [search, tuned]
-    assert study._ended(phases, "search", {}) is None  # not expanded yet
-    search.configs = [Config(run_dir="/s/search/a"), Config(run_dir="/s/search/b")]
-    assert study._ended(phases, "search", {"/s/search/a": "finished"}) is None
-    assert study._ended(phases, "search", {"/s/search/a": "finished",
-                                           "/s/search/b": "diverged"}) is True
-    assert study._ended(phases, "search", {"/s/search/a": "finished",
-                                           "/s/search/b": "failed"}) is False
+    # In a process of its own: the study's flags are run.py's, which clash with the
+    # score command's that other tests load here.
+    script = """
+from tfgan_exp import study
+from tfgan_exp.config import Config
+search = study.Phase("search: --search=2", "/s", [])
+tuned = study.Phase("tuned: --seed=100 --tuned_from=/s/search", "/s", ["search"])
+assert tuned.after == "search" and tuned.args[-1] == "--tuned_from=/s/search"
+phases = [search, tuned]
+assert study._ended(phases, "search", {}) is None  # not expanded yet
+search.configs = [Config(run_dir="/s/search/a"), Config(run_dir="/s/search/b")]
+assert study._ended(phases, "search", {"/s/search/a": "finished"}) is None
+assert study._ended(phases, "search", {"/s/search/a": "finished",
+                                       "/s/search/b": "diverged"}) is True
+assert study._ended(phases, "search", {"/s/search/a": "finished",
+                                       "/s/search/b": "failed"}) is False
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                              os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_study_and_running_it_again_resumes(tmp_path, cache_dir):
     root = tmp_path / "study"
     args = ["-m", "tfgan_exp.study", f"--run_dir={root}", "--parallel=2",

@@ -48,6 +48,7 @@ def wait_for(condition, seconds, what):
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp_path,
                                                                       cache_dir):
     run_dir = tmp_path / "grid"

@@ -34,6 +34,7 @@ def read_metrics(run_dir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_run_writes_the_run_directory(finished_run):
     run_dir, config, last = finished_run
     saved = json.load(open(os.path.join(run_dir, "config.json")))
@@ -102,6 +103,7 @@ def test_tensorboard_has_sections_sample_grids_and_hparams(finished_run):
     assert "run_dir" not in hparams[0] and "cache_dir" not in hparams[0]
 
 
+@pytest.mark.slow
 def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
     run_dir = str(tmp_path / "run")
     config = dict(TINY, eval_every=0, run_dir=run_dir)
@@ -117,6 +119,7 @@ def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
     assert points["losses/d_loss"] == [1, 2, 3] and points["samples"] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_same_command_resumes_where_it_stopped(finished_run, capsys):
     run_dir, config, _ = finished_run
     before = read_metrics(run_dir)
@@ -148,6 +151,7 @@ def test_nothing_is_written_for_a_run_that_cannot_start(tmp_path):
     assert not os.path.exists(run_dir)
 
 
+@pytest.mark.slow
 def test_cifar10_run_scores_with_inception_every_eval_every_epochs_and_last(
         tmp_path, fake_inception_dir, cache_dir, online):
     run_dir = str(tmp_path / "cifar")
@@ -176,6 +180,7 @@ def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_d
     assert not os.path.exists(run_dir)
 
 
+@pytest.mark.slow
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "nan")
     config = dict(TINY, eval_every=0, run_dir=run_dir)
@@ -192,6 +197,7 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkey
     assert sorted(os.listdir(os.path.join(run_dir, "samples"))) == ["epoch_0001.png"]
 
 
+@pytest.mark.slow
 def test_a_nan_after_a_mid_epoch_resume_names_its_global_step(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "nan")
     config = dict(TINY, eval_every=0, checkpoint_every_steps=10, run_dir=run_dir)
