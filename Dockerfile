@@ -7,7 +7,7 @@
 FROM python:3.11-slim-bookworm
 
 # tini as PID 1: it passes SIGTERM on to the training process and reaps children, and
-# the training process's own handlers are set when it starts (tfgan_exp.stopping).
+# the training process's own handlers are set when it starts (tfgan_exp.runtime.stopping).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*

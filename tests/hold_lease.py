@@ -11,7 +11,7 @@ import os
 import time
 
 import tfgan_exp  # noqa: F401
-from tfgan_exp import lease, stopping
+from tfgan_exp.runtime import lease, stopping
 
 parser = argparse.ArgumentParser()
 parser.add_argument("directory")

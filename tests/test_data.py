@@ -139,7 +139,7 @@ def test_tfds_download_code_can_run(tmp_path):
 def test_prepare_readies_each_dataset_once_and_refuses_unknown_ones(tmp_path, online,
                                                                      fake_inception_dir,
                                                                      capsys):
-    from tfgan_exp import prepare
+    from tfgan_exp.grids import prepare
     with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
         prepare.prepare(["cifar10", "digits"], str(tmp_path), fake_inception_dir)
     said = capsys.readouterr().err

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import command_line
-from tfgan_exp import data, distribute
+from tfgan_exp import data
+from tfgan_exp.runtime import distribute
 from tfgan_exp.evaluation import evaluator
 from tfgan_exp.evaluation.classifiers import DigitsClassifier
 from tfgan_exp.config import UsageError

@@ -1,6 +1,7 @@
 """The README and docs/ cannot drift from the code: their links and anchors resolve, every
 flag they name exists, every flag of run.py is on the flags page, and the quick start's
 smoke test runs as written."""
+import ast
 import glob
 import os
 import re
@@ -17,7 +18,7 @@ FLAGS_PAGE = os.path.join(REPO, "docs", "running.md")
 COMMANDS = [("run.py",), ("-m", "tfgan_exp.report"), ("-m", "tfgan_exp.score"),
             ("-m", "tfgan_exp.prepare"), ("-m", "tfgan_exp.bench"),
             ("-m", "tfgan_exp.bench_grid"), ("-m", "tfgan_exp.study"),
-            ("-m", "tfgan_exp.timeline")]
+            ("-m", "tfgan_exp.timeline"), ("-m", "tfgan_exp.k8s_wait")]
 # Flags the pages name that belong to other programs: sbatch, scancel, docker, kubectl,
 # pip, tensorboard, nvidia-smi.
 FOREIGN = {"array", "gres", "cpus-per-task", "mem", "time", "requeue", "signal", "output",
@@ -78,6 +79,42 @@ def test_every_flag_the_pages_name_exists(tool_flags):
             if name not in tool_flags and name not in FOREIGN:
                 unknown.append(f"{os.path.relpath(page, REPO)}: --{name}")
     assert not unknown, "\n".join(sorted(set(unknown)))
+
+
+def test_every_command_the_pages_and_job_files_name_is_one_checked_here():
+    named = set()
+    for path in PAGES + glob.glob(os.path.join(REPO, "jobs", "*")) + [
+            os.path.join(REPO, "Makefile")]:
+        text = open(path).read()
+        named |= set(re.findall(r"-m\"?,?\s+\"?(tfgan_exp[\w.]*)", text))
+    assert named == {command[1] for command in COMMANDS[1:]}
+
+
+def command_home(module: str) -> str:
+    """The file that holds a ``python -m`` command: the module ``run_command(..., home=M)``
+    names in a forwarding module or a package's __main__, else the module itself."""
+    path = os.path.join(REPO, *module.split("."))
+    path = os.path.join(path, "__main__.py") if os.path.isdir(path) else path + ".py"
+    tree = ast.parse(open(path).read())
+    imported = {alias.asname or alias.name: f"{node.module}.{alias.name}"
+                for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "home" and \
+                isinstance(node.value, ast.Name):
+            return os.path.join(REPO, *imported[node.value.id].split(".")) + ".py"
+    return path
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c[0] == "-m"], ids=lambda c: c[1])
+def test_each_commands_help_shows_its_own_text_and_flags(command):
+    """The short names forward to the modules that hold the commands (the Layout in
+    docs/design.md); --help still shows that module's docstring and its own flags."""
+    result = run_command(*command, "--help", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first_line = ast.get_docstring(ast.parse(open(command_home(command[1])).read()))
+    assert result.stdout.strip().splitlines()[0] == first_line.splitlines()[0]
+    assert re.search(r"^\s+--\w+", result.stdout, re.M), result.stdout
 
 
 def test_every_flag_of_run_py_is_on_the_flags_page():

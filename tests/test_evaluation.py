@@ -9,11 +9,12 @@ import scipy.linalg
 import tensorflow as tf
 
 from conftest import FAKE_FEATURES
-from tfgan_exp import data, models
+from tfgan_exp import data
+from tfgan_exp.gan import networks
 from tfgan_exp.evaluation import evaluator, metrics
 from tfgan_exp.evaluation.classifiers import DigitsClassifier, InceptionClassifier
 from tfgan_exp.config import UsageError
-from tfgan_exp.tfgan import tfgan_eval
+from tfgan_exp.evaluation.tfgan import tfgan_eval
 
 
 def numpy_is(logits):
@@ -242,7 +243,7 @@ def test_epoch_evaluation_on_two_replicas_equals_one_device(cache_dir, two_cpus,
     for strategy in (tf.distribute.OneDeviceStrategy(two_cpus[0]), mirrored):
         tf.keras.utils.set_random_seed(0)
         with strategy.scope():
-            generator = models.build_generator(shape, latent_dim=8, width=4)
+            generator = networks.build_generator(shape, latent_dim=8, width=4)
         classifier = DigitsClassifier(cache_dir, strategy, chunk_size=64)
         reference = evaluator.real_features(classifier, data.load_images("digits", 16),
                                             "digits-16px", cache_dir, 300)
@@ -261,13 +262,13 @@ def test_epoch_evaluation_on_two_replicas_equals_one_device(cache_dir, two_cpus,
 def test_an_untrained_generator_did_not_learn_and_is_not_called_collapsed(cache_dir):
     """What the report's failure thresholds rest on: an untrained generator's images lie
     outside the real digits' manifold (precision near 0), whatever digit they read as."""
-    from tfgan_exp import analysis
+    from tfgan_exp.report import analysis
     classifier = DigitsClassifier(cache_dir)
     images = data.load_images("digits", 16)
     reference = evaluator.real_features(classifier, images, "digits-16px", cache_dir, 2000,
                                         held_out=True)
     tf.keras.utils.set_random_seed(0)
-    generator = models.build_generator((16, 16, 1), latent_dim=8, width=4)
+    generator = networks.build_generator((16, 16, 1), latent_dim=8, width=4)
     z = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
     record = evaluator.score_images(classifier, generator(z, training=False).numpy(),
                                     reference)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tfgan_exp import data
 from tfgan_exp.config import Config
-from tfgan_exp.training import build_gan
+from tfgan_exp.training.trainer import build_gan
 
 IMAGE_SHAPE = (16, 16, 1)
 

@@ -9,7 +9,9 @@ import time
 import pytest
 
 from conftest import command_line, run_command
-from tfgan_exp import grid, launch, losses, report, search
+from tfgan_exp.grids import grid, launch, search
+from tfgan_exp.gan import losses
+from tfgan_exp.report import writer
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir, check_writable
 
@@ -289,11 +291,12 @@ def test_every_clash_is_found_before_anything_trains(tmp_path):
 # once the last run has ended, while the grid says how its runs ended.
 SIGNAL_AFTER_THE_LAST_RUN = """
 import os, signal, sys, types
-import tfgan_exp
-from tfgan_exp import cli, launch
-training = types.ModuleType("tfgan_exp.training")
-training.run = lambda config: None
-sys.modules["tfgan_exp.training"] = tfgan_exp.training = training
+import tfgan_exp.training
+from tfgan_exp import cli
+from tfgan_exp.grids import launch
+trainer = types.ModuleType("tfgan_exp.training.trainer")
+trainer.run = lambda config: None
+sys.modules["tfgan_exp.training.trainer"] = tfgan_exp.training.trainer = trainer
 summary = launch.Tally.summary
 def summary_after_a_signal(tally):
     os.kill(os.getpid(), signal.SIGTERM)
@@ -341,7 +344,7 @@ def test_a_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path, cache_dir, mo
     retried = [Config(**dict(vars(c), retry_diverged=True)) for c in expanded.configs]
     assert launch.run_sequentially(retried, root).finished == 2
     assert RunDir(os.path.join(root, "g_loss=minimax")).divergence() is None
-    text = open(report.write_report(root)).read()
+    text = open(writer.write_report(root)).read()
     assert "| minimax / bce | 1 | 0 |" in text
 
 
@@ -365,7 +368,7 @@ def test_two_shards_train_each_run_once_and_the_report_covers_all(tmp_path, cach
         "timeline-shard0of2.json", "timeline-shard1of2.json"]
     for name in trained:  # each trained exactly once: one epoch, one line
         assert len(RunDir(str(root / name)).read_metrics()) == 1
-    text = open(report.write_report(str(root))).read()
+    text = open(writer.write_report(str(root))).read()
     assert "| minimax / bce | 2 |" in text and "| hinge / hinge | 2 |" in text
     again = run_command(*args, "--shard=1/2")  # a shard run again skips its finished runs
     assert again.returncode == 0 and again.stderr.count("already trained") == 2

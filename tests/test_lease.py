@@ -14,7 +14,9 @@ import types
 import pytest
 
 from conftest import REPO, command_line
-from tfgan_exp import launch, lease, training
+from tfgan_exp.grids import launch
+from tfgan_exp.runtime import lease
+from tfgan_exp.training import trainer
 from tfgan_exp.config import Config, TrainingDiverged
 from tfgan_exp.rundir import RunDir, write_atomically
 
@@ -278,7 +280,7 @@ def test_a_run_decides_overwrite_and_divergence_only_once_it_holds_the_lease(
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(lease.Held, match=f"pid {holder.pid}"):
-            training.run(config)
+            trainer.run(config)
     finally:
         release.touch()
         holder.wait(timeout=60)
@@ -289,5 +291,5 @@ def test_a_run_decides_overwrite_and_divergence_only_once_it_holds_the_lease(
             return real(self, *args)
         monkeypatch.setattr(RunDir, name, spy)
     with pytest.raises(TrainingDiverged, match="diverged before"):
-        training.run(config)
+        trainer.run(config)
     assert sorted(seen) == [("divergence", True), ("will_overwrite", True)]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgan_exp import losses
-from tfgan_exp.tfgan import tfgan_losses
+from tfgan_exp.gan import losses
+from tfgan_exp.evaluation.tfgan import tfgan_losses
 
 R = np.array([2.0, -1.0, 0.0, 0.5], np.float32)   # real logits
 F = np.array([-3.0, 1.0, 0.0, -0.5], np.float32)  # fake logits

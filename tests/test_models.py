@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgan_exp import models, spectral_norm
+from tfgan_exp.gan import networks, spectral_norm
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 1), (32, 32, 3), (48, 48, 3)])
 def test_networks_map_noise_to_images_to_logits(shape):
-    g = models.build_generator(shape, latent_dim=8, width=4)
-    d = models.build_discriminator(shape, width=4)
+    g = networks.build_generator(shape, latent_dim=8, width=4)
+    d = networks.build_discriminator(shape, width=4)
     images = g(tf.random.normal([2, 8]), training=False)
     assert images.shape == (2,) + shape
     assert np.all(np.abs(images.numpy()) <= 1.0)  # tanh output, the data's range
@@ -18,17 +18,17 @@ def test_networks_map_noise_to_images_to_logits(shape):
 
 
 def test_layer_plan_follows_the_sn_gan_table():
-    d = models.build_discriminator((32, 32, 3), width=64)
+    d = networks.build_discriminator((32, 32, 3), width=64)
     convs = [layer for layer in d.layers if isinstance(layer, tf.keras.layers.Conv2D)]
     assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
         (64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2), (256, 3, 1), (256, 4, 2), (512, 3, 1)]
-    g = models.build_generator((32, 32, 3), latent_dim=128, width=64)
+    g = networks.build_generator((32, 32, 3), latent_dim=128, width=64)
     assert g.get_layer("g_dense").units == 4 * 4 * 512
     assert [g.get_layer(f"g_deconv{i}").filters for i in (1, 2, 3)] == [256, 128, 64]
 
 
 def test_spectral_norm_normalises_every_discriminator_layer():
-    d = models.build_discriminator((16, 16, 1), width=4, spectral_norm=True)
+    d = networks.build_discriminator((16, 16, 1), width=4, spectral_norm=True)
     normalised = [layer for layer in d.layers
                   if isinstance(layer, spectral_norm.SpectralNormMixin)]
     assert len(normalised) == 8  # seven convolutions and the dense logit
@@ -94,7 +94,7 @@ def test_gradient_flows_through_sigma_as_for_an_explicit_w_over_sigma():
 def test_under_mixed_precision_the_kernel_stays_float32_and_small_steps_count(policy, low):
     tf.keras.mixed_precision.set_global_policy(policy)
     try:
-        d = models.build_discriminator((16, 16, 1), width=32, spectral_norm=True)
+        d = networks.build_discriminator((16, 16, 1), width=32, spectral_norm=True)
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
     conv = d.get_layer("d_conv6")  # 3x3, 128 -> 256 channels

@@ -1,8 +1,8 @@
 """Where the time goes: the profiler trace's kernels, summed and tabled."""
 import tensorflow as tf
 
-from tfgan_exp import profiling
-from tfgan_exp.profiling import KernelTime
+from tfgan_exp.bench import profiling
+from tfgan_exp.bench.profiling import KernelTime
 
 
 def test_every_kernel_of_every_traced_call_is_counted(tmp_path):

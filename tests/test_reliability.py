@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import command_line, run_command
-from tfgan_exp import training
+from tfgan_exp.training import trainer
 from tfgan_exp.config import Config, UsageError
 
 TIMING = {"seconds", "images_per_sec", "eval_seconds"}  # wall-clock keys, never equal
@@ -129,13 +129,13 @@ def test_a_truncated_checkpoint_falls_back_to_the_one_before(tmp_path, cache_dir
     run_dir = str(tmp_path / "run")
     config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
                   eval_every=0, checkpoint_every_steps=10, cache_dir=cache_dir, run_dir=run_dir)
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     checkpoints = os.path.join(run_dir, "checkpoints")
     assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-28")
     data_file = glob.glob(os.path.join(checkpoints, "ckpt-28.data-*"))[0]
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
-    training.run(Config(epochs=2, **config))
+    trainer.run(Config(epochs=2, **config))
     err = capsys.readouterr().err
     assert "checkpoint" in err and "ckpt-28 cannot be restored" in err
     assert "falling back to" in err and "ckpt-20" in err
@@ -149,12 +149,12 @@ def test_no_readable_checkpoint_stops_instead_of_starting_over(tmp_path, cache_d
     run_dir = str(tmp_path / "run")
     config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
                   eval_every=0, cache_dir=cache_dir, run_dir=run_dir)
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     for data_file in glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.data-*")):
         with open(data_file, "wb") as f:
             f.write(b"not a checkpoint")
     with pytest.raises(UsageError, match="no checkpoint .* can be restored.*--overwrite"):
-        training.run(Config(epochs=2, **config))
+        trainer.run(Config(epochs=2, **config))
 
 
 @pytest.mark.slow
@@ -167,12 +167,12 @@ def test_report_command_rejects_a_missing_directory(tmp_path):
 def test_a_batch_that_does_not_split_across_replicas_is_refused(tmp_path, cache_dir,
                                                                   mirrored, monkeypatch):
     # Two replicas from the two logical CPUs, standing in for two GPUs.
-    monkeypatch.setattr(training.distribute, "make_strategy", lambda name, tpu="": mirrored)
+    monkeypatch.setattr(trainer.distribute, "make_strategy", lambda name, tpu="": mirrored)
     run_dir = str(tmp_path / "run")
     with pytest.raises(UsageError, match=r"--batch_size=63 does not split across the 2 "
                        r"replicas.*choose --batch_size=62 or --batch_size=64.*"
                        r"--strategy=default"):
-        training.run(Config(dataset="digits", batch_size=63, cache_dir=cache_dir,
+        trainer.run(Config(dataset="digits", batch_size=63, cache_dir=cache_dir,
                             run_dir=run_dir, strategy="mirrored"))
     assert not os.path.exists(run_dir)
 
@@ -252,15 +252,15 @@ def test_sigterm_during_start_up_stops_within_seconds_and_leaves_nothing(tmp_pat
 def test_a_missing_checkpoint_state_file_resumes_from_the_newest_checkpoint(tmp_path,
                                                                              cache_dir,
                                                                              capsys):
-    from tfgan_exp import launch
+    from tfgan_exp.grids import launch
     run_dir = str(tmp_path / "run")
     config = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
                   eval_every=0, checkpoint_every_steps=10, cache_dir=cache_dir,
                   strategy="default", run_dir=run_dir)
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     os.remove(os.path.join(run_dir, "checkpoints", "checkpoint"))  # lost: ckpt-* remain
     assert launch.already_trained(Config(epochs=1, **config).resolved())
-    training.run(Config(epochs=2, **config))
+    trainer.run(Config(epochs=2, **config))
     err = capsys.readouterr().err
     assert "resuming" in err and "at step 28" in err
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
@@ -277,17 +277,17 @@ def test_overwrite_happens_once_per_invocation_token(tmp_path, cache_dir, monkey
                   eval_every=0, cache_dir=cache_dir, strategy="default", run_dir=run_dir,
                   overwrite=True)
     monkeypatch.setenv("TFGAN_EXP_INVOCATION", "77_4")  # a Slurm task ...
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         first_line = f.readline()
     capsys.readouterr()
-    training.run(Config(epochs=2, **config))  # ... requeued: the same command again
+    trainer.run(Config(epochs=2, **config))  # ... requeued: the same command again
     assert "resuming" in capsys.readouterr().err
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         lines = f.readlines()
     assert lines[0] == first_line and len(lines) == 2  # the first attempt's epoch kept
     monkeypatch.setenv("TFGAN_EXP_INVOCATION", "78_4")  # a new submission overwrites
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     assert "resuming" not in capsys.readouterr().err
     assert [r["epoch"] for r in metrics_without_timing(run_dir)] == [1]  # afresh
     assert os.path.exists(os.path.join(run_dir, "lease.lock"))

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_command
-from tfgan_exp import analysis, grid, report
+from tfgan_exp.report import analysis, writer
+from tfgan_exp.grids import grid
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir
 
@@ -54,7 +55,7 @@ def write_run(root, name, scores, recall=0.6, diverged_at=None, epochs=None, cla
 
 
 def report_text(root, **kwargs):
-    return open(report.write_report(str(root), **kwargs)).read()
+    return open(writer.write_report(str(root), **kwargs)).read()
 
 
 def section(text, start, end="\n## "):
@@ -137,7 +138,7 @@ def test_equivalence_is_claimed_only_inside_the_margin(tmp_path):
     assert "equivalence within ±0.01 not shown" in narrow
     assert "equivalent" not in report_text(tmp_path)  # no margin, no claim
     with pytest.raises(UsageError, match="--equivalence_margin=-1"):
-        report.write_report(str(tmp_path), equivalence_margin=-1)
+        writer.write_report(str(tmp_path), equivalence_margin=-1)
 
 
 # --- every shape of grid -----------------------------------------------------------------
@@ -349,7 +350,7 @@ def test_report_has_every_figure_as_a_real_png(tmp_path):
         for seed in range(2):
             write_run(tmp_path, f"{loss}-{seed}", [3.0, 4.0], g_loss=loss, seed=seed,
                       diverged_at=3 if (loss, seed) == ("minimax", 1) else None)
-    path = report.write_report(str(tmp_path))
+    path = writer.write_report(str(tmp_path))
     text = open(path).read()
     figures = [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".png")]
     assert sorted(figures) == sorted(f"digits_{name}.png" for name in (
@@ -368,7 +369,7 @@ def test_report_has_every_figure_as_a_real_png(tmp_path):
 
 def test_report_of_an_empty_directory_is_refused(tmp_path):
     with pytest.raises(UsageError, match="no run directories"):
-        report.write_report(str(tmp_path))
+        writer.write_report(str(tmp_path))
 
 
 @pytest.mark.slow

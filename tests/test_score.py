@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from conftest import run_command
 from tfgan_exp.config import UsageError
-from tfgan_exp.score import load_image_set
+from tfgan_exp.evaluation.score import load_image_set
 
 RNG = np.random.default_rng(0)
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from conftest import run_command
-from tfgan_exp import launch, timeline
+from tfgan_exp.grids import launch
+from tfgan_exp.runtime import timeline
 from tfgan_exp.config import Config
 from tfgan_exp.rundir import RunDir
 
@@ -187,7 +188,7 @@ def test_the_timeline_counts_epochs_once_and_every_idle_second(tmp_path, capsys)
 
 def test_a_slot_that_dies_before_it_starts_gives_its_run_back_and_two_stop_the_grid(
         tmp_path, cache_dir, monkeypatch, capsys):
-    from tfgan_exp import slots
+    from tfgan_exp.grids import slots
     monkeypatch.setattr(slots, "COMMAND", [sys.executable, "-c", "raise SystemExit(7)"])
     root = str(tmp_path / "grid")
     configs = [tiny(root, name, cache_dir, epochs=1) for name in ("a", "b", "c")]

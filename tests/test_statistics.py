@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from tfgan_exp import statistics as st
+from tfgan_exp.report import statistics as st
 
 
 def coverage(interval, draw, truth, sims, seed=0):

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfgan_exp import losses, training
+from tfgan_exp.gan import losses
+from tfgan_exp.training import trainer
 from tfgan_exp.config import Config, UsageError
-from tfgan_exp.gan import METRIC_NAMES
+from tfgan_exp.gan.model import METRIC_NAMES
 
 TINY = dict(dataset="digits", image_size=16, width=4, latent_dim=8, batch_size=64,
             strategy="default", eval_every=1, eval_samples=100)
@@ -25,7 +26,7 @@ def tiny_cache(cache_dir):
 def finished_run(tmp_path_factory, tiny_cache):
     run_dir = str(tmp_path_factory.mktemp("run") / "digits")
     config = Config(epochs=2, run_dir=run_dir, **TINY)
-    last = training.run(config)
+    last = trainer.run(config)
     return run_dir, config, last
 
 
@@ -107,13 +108,13 @@ def test_tensorboard_has_sections_sample_grids_and_hparams(finished_run):
 def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
     run_dir = str(tmp_path / "run")
     config = dict(TINY, eval_every=0, run_dir=run_dir)
-    training.run(Config(epochs=2, **config))
+    trainer.run(Config(epochs=2, **config))
     # The newest checkpoint is damaged: the run falls back to epoch 1's and trains
     # epoch 2 again, which TensorBoard already holds.
     data_file = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-56.data-*"))[0]
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
-    training.run(Config(epochs=3, **config))
+    trainer.run(Config(epochs=3, **config))
     points, hparams = tensorboard_points(run_dir)
     assert len(hparams) == 1  # written at step 0 only, not again on the resume
     assert points["losses/d_loss"] == [1, 2, 3] and points["samples"] == [1, 2, 3]
@@ -123,7 +124,7 @@ def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
 def test_same_command_resumes_where_it_stopped(finished_run, capsys):
     run_dir, config, _ = finished_run
     before = read_metrics(run_dir)
-    training.run(Config(epochs=3, run_dir=run_dir, **TINY))
+    trainer.run(Config(epochs=3, run_dir=run_dir, **TINY))
     records = read_metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[:2] == before  # the finished epochs are kept, not redone
@@ -134,20 +135,20 @@ def test_same_command_resumes_where_it_stopped(finished_run, capsys):
     attempts = json.load(open(os.path.join(run_dir, "provenance.json")))["attempts"]
     assert [(a["first_step"], a["last_step"]) for a in attempts] == [(0, 56), (56, 84)]
     # Asking for fewer epochs than done trains nothing and keeps everything.
-    assert training.run(Config(epochs=3, run_dir=run_dir, **TINY))["epoch"] == 3
+    assert trainer.run(Config(epochs=3, run_dir=run_dir, **TINY))["epoch"] == 3
 
 
 def test_a_directory_with_other_settings_is_refused(finished_run):
     run_dir = finished_run[0]
     with pytest.raises(UsageError, match="g_loss: 'nonsat' there, 'hinge' now.*--overwrite"):
-        training.run(Config(epochs=3, run_dir=run_dir, g_loss="hinge", **TINY))
+        trainer.run(Config(epochs=3, run_dir=run_dir, g_loss="hinge", **TINY))
     assert [r["epoch"] for r in read_metrics(run_dir)][:2] == [1, 2]
 
 
 def test_nothing_is_written_for_a_run_that_cannot_start(tmp_path):
     run_dir = str(tmp_path / "never")
     with pytest.raises(UsageError, match="images per step"):
-        training.run(Config(epochs=1, run_dir=run_dir, **dict(TINY, batch_size=4096)))
+        trainer.run(Config(epochs=1, run_dir=run_dir, **dict(TINY, batch_size=4096)))
     assert not os.path.exists(run_dir)
 
 
@@ -156,7 +157,7 @@ def test_cifar10_run_scores_with_inception_every_eval_every_epochs_and_last(
         tmp_path, fake_inception_dir, cache_dir, online):
     run_dir = str(tmp_path / "cifar")
     with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
-        training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"), epochs=3,
+        trainer.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"), epochs=3,
                             eval_every=2, width=2, latent_dim=8, batch_size=16,
                             eval_samples=20, inception_model=fake_inception_dir,
                             cache_dir=cache_dir, run_dir=run_dir, strategy="default"))
@@ -174,7 +175,7 @@ def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_d
     run_dir = str(tmp_path / "never")
     with tfds.testing.mock_data(num_examples=64, data_dir=str(tmp_path / "tfds")):
         with pytest.raises(UsageError, match="no SavedModel there"):
-            training.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"),
+            trainer.run(Config(dataset="cifar10", data_dir=str(tmp_path / "tfds"),
                                 inception_model=str(tmp_path / "missing"),
                                 cache_dir=cache_dir, run_dir=run_dir, batch_size=16))
     assert not os.path.exists(run_dir)
@@ -184,13 +185,13 @@ def test_unloadable_inception_stops_before_anything_is_written(tmp_path, cache_d
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "nan")
     config = dict(TINY, eval_every=0, run_dir=run_dir)
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     # Inject the fault into the loss (not into the guard under test): from now on the
     # generator loss is NaN, so the resumed run diverges at its first step.
     monkeypatch.setitem(losses.G_LOSSES, "nonsat", lambda f: f * float("nan"))
-    with pytest.raises(training.TrainingDiverged,
+    with pytest.raises(trainer.TrainingDiverged,
                        match=r"epoch 2, step 29: .*g_loss = nan.*ckpt-28"):
-        training.run(Config(epochs=3, **config))
+        trainer.run(Config(epochs=3, **config))
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1]
     latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     assert latest.endswith("ckpt-28")  # the good state, neither overwritten nor deleted
@@ -201,12 +202,12 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkey
 def test_a_nan_after_a_mid_epoch_resume_names_its_global_step(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "nan")
     config = dict(TINY, eval_every=0, checkpoint_every_steps=10, run_dir=run_dir)
-    training.run(Config(epochs=1, **config))
+    trainer.run(Config(epochs=1, **config))
     # Damage the epoch-end checkpoint: the next run resumes at step 20 of epoch 1's 28.
     checkpoints = os.path.join(run_dir, "checkpoints")
     data_file = glob.glob(os.path.join(checkpoints, "ckpt-28.data-*"))[0]
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
     monkeypatch.setitem(losses.G_LOSSES, "nonsat", lambda f: f * float("nan"))
-    with pytest.raises(training.TrainingDiverged, match=r"epoch 1, step 21: .*g_loss = nan"):
-        training.run(Config(epochs=2, **config))
+    with pytest.raises(trainer.TrainingDiverged, match=r"epoch 1, step 21: .*g_loss = nan"):
+        trainer.run(Config(epochs=2, **config))

@@ -16,7 +16,8 @@ import tensorflow as tf  # noqa: E402
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from tfgan_exp import cli, distribute  # noqa: E402
+from tfgan_exp import cli  # noqa: E402
+from tfgan_exp.runtime import distribute
 
 _DEVICES = [device.name for device in tf.config.list_logical_devices("CPU")]
 # Below make_strategy, so that its one-strategy-per-process rule is the real one.

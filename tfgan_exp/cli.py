@@ -17,9 +17,9 @@ STARTED = time.time()  # the command's start, as near as Python lets us see it
 from absl import flags
 
 import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
-from tfgan_exp import grid as grid_lib
-from tfgan_exp import search as search_lib
-from tfgan_exp import stopping
+from tfgan_exp.grids import grid as grid_lib
+from tfgan_exp.grids import search as search_lib
+from tfgan_exp.runtime import stopping
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
                               PRESETS, STRATEGIES, Config, TrainingDiverged, UsageError)
@@ -214,7 +214,7 @@ def grid_from_flags() -> grid_lib.Grid:
 
 def _tuned_settings(seeds: List[int]):
     """--tuned_from: each loss's best search setting; refuses what would spoil it."""
-    from tfgan_exp import analysis  # reads the search's runs: only for --tuned_from
+    from tfgan_exp.report import analysis  # reads the search's runs: only for --tuned_from
     if not F.run_dir:
         raise UsageError("--tuned_from needs a --run_dir of its own for the re-run")
     if F.search:
@@ -249,10 +249,11 @@ def run_status(config: Config, child: bool = False) -> int:
     (``launch.EXIT_HELD``). A stop signal raises ``stopping.Interrupted`` (128 + N); a
     lease taken over ends the process with 75 (``lease.EXIT_LOST``: it stopped at once,
     writing nothing more)."""
-    from tfgan_exp import launch, lease
+    from tfgan_exp.grids import launch
+    from tfgan_exp.runtime import lease
     try:
-        from tfgan_exp import training  # imports TensorFlow: after the flags are checked
-        training.run(config)
+        from tfgan_exp.training import trainer  # imports TensorFlow: after the flags are checked
+        trainer.run(config)
         return 0
     except lease.Held as error:
         if child:
@@ -284,9 +285,9 @@ def run_single(config: Config, child: bool = False) -> None:
 
 def run_slot() -> None:
     """A slot of a --parallel grid (``slots``): trains the Configs its launcher sends."""
-    from tfgan_exp import launch, slots
+    from tfgan_exp.grids import launch, slots
     launch.set_up_child()
-    from tfgan_exp import training  # noqa: F401  (TensorFlow, once for every run here)
+    from tfgan_exp.training import trainer  # noqa: F401  (TensorFlow, once for every run here)
     try:
         slots.serve(lambda config: run_status(config, child=True))
     except stopping.Interrupted as error:
@@ -297,7 +298,7 @@ def run_slot() -> None:
 
 def _dry_run(configs: List[Config], retry_diverged: bool) -> None:
     """Prints what the command would do with each run, and a count of each kind."""
-    from tfgan_exp import launch, preflight
+    from tfgan_exp.grids import launch, preflight
     defaults = Config().resolved()
     counts = {"train": 0, "overwrite": 0, "finished": 0, "diverged": 0, "held": 0}
     for config in configs:
@@ -344,7 +345,7 @@ def _main(argv):
     if F.slot:
         run_slot()
         return
-    from tfgan_exp import launch
+    from tfgan_exp.grids import launch
     try:
         grid = grid_from_flags()
         if not 1 <= F.parallel <= 256:
@@ -414,7 +415,7 @@ def get_ready(grid: grid_lib.Grid, configs: List[Config], tuned_from: Optional[s
     """Before the first of ``configs`` trains: checks that every run that will train
     can start (``preflight``: UsageError), and records the grid's search or the search
     a tuned re-run took its settings from (``tuned_from``; default: the flags')."""
-    from tfgan_exp import launch, preflight
+    from tfgan_exp.grids import launch, preflight
     retry = F.retry_diverged if retry_diverged is None else retry_diverged
     preflight.check([c for c in configs if launch.plan(c, retry)[0]
                      not in ("finished", "diverged")])

@@ -29,6 +29,17 @@ def _parse_flags(argv):
         raise
 
 
-def run_command(main) -> None:
-    """absl's app.run with the flag handling above."""
+def run_command(main, home=None) -> None:
+    """absl's app.run with the flag handling above.
+
+    ``home``: the module that holds the command, when ``python -m`` starts it through a
+    short forwarding module (``tfgan_exp/score.py`` for ``evaluation/score.py``): --help
+    then shows that module's docstring and flags, as if it had been started itself.
+    """
+    if home is not None:
+        main_module = sys.modules["__main__"]
+        main_module.__doc__ = home.__doc__
+        # absl files a command's own flags under sys.argv[0] (the started file's path).
+        for flag in flags.FLAGS.get_key_flags_for_module(home.__name__):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.run(main, flags_parser=_parse_flags)

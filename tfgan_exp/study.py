@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 from absl import flags
 
 from tfgan_exp import cli
-from tfgan_exp import stopping
+from tfgan_exp.runtime import stopping
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import Config, UsageError
 
@@ -179,7 +179,7 @@ def _main(argv):
                 configs += get_ready(phase) if phase.configs is not None else []
     except UsageError as error:
         fail(str(error))
-    from tfgan_exp import launch
+    from tfgan_exp.grids import launch
     if F.dry_run:
         for phase in phases:
             print(f"phase {phase.name}:")
@@ -249,7 +249,7 @@ def _ended(phases: List[Phase], name: str, ended: Optional[Dict[str, str]]
     ``ended``: how the runs that have ended did (the launcher's record, which a run in
     training is not in even once its folder looks finished); None before the queue
     starts, when the folders say it (a resumed study)."""
-    from tfgan_exp import launch
+    from tfgan_exp.grids import launch
     phase = next(p for p in phases if p.name == name)
     if phase.configs is None:
         return None

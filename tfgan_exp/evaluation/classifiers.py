@@ -17,10 +17,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import lease as lease_lib
+from tfgan_exp.runtime import lease as lease_lib
 from tfgan_exp.config import INCEPTION_URL, UsageError
 from tfgan_exp.data import load_images, to_float
-from tfgan_exp.replicated import ReplicatedMap
+from tfgan_exp.runtime.replicated import ReplicatedMap
 from tfgan_exp.rundir import write_atomically, written_atomically
 
 INCEPTION_SIZE = 299

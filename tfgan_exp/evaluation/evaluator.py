@@ -19,10 +19,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import data, distribute
+from tfgan_exp import data
+from tfgan_exp.runtime import distribute
 from tfgan_exp.config import UsageError
 from tfgan_exp.evaluation import metrics
-from tfgan_exp.replicated import ReplicatedMap
+from tfgan_exp.runtime.replicated import ReplicatedMap
 from tfgan_exp.rundir import written_atomically
 
 # The distances to the real images, in the order they are reported.

@@ -26,7 +26,7 @@ import scipy.stats
 import tensorflow as tf
 
 from tfgan_exp.config import SPLITS
-from tfgan_exp.tfgan import tfgan_eval
+from tfgan_exp.evaluation.tfgan import tfgan_eval
 
 KID_MAX_BLOCK = 1024  # TF-GAN's default block size for KID
 KID_SE_BLOCKS = 10  # blocks for KID's standard error where TF-GAN's default has one

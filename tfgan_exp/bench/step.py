@@ -109,7 +109,7 @@ def flop_counts(gan, config, image_shape, inception) -> dict:
       inception: an InceptionClassifier holding the stand-in network.
     """
     import tensorflow as tf
-    from tfgan_exp import profiling
+    from tfgan_exp.bench import profiling
     spec = {k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype))
             for k, v in _random_batch(config, image_shape).items()}
     train = profiling.graph_flops(tf.function(gan.train_step).get_concrete_function(spec))
@@ -167,8 +167,8 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
     ``directory`` holds the (never written) checkpoints.
     """
     import tensorflow as tf
-    from tfgan_exp.checkpointing import StepCheckpointer, StopSignals, TrainingState
-    from tfgan_exp.training import NonFiniteGuard
+    from tfgan_exp.training.checkpointing import StepCheckpointer, StopSignals, TrainingState
+    from tfgan_exp.training.trainer import NonFiniteGuard
     steps = math.ceil(steps / config.steps_per_execution) * config.steps_per_execution
     dataset = _random_dataset(config, image_shape)
     state = TrainingState(gan, directory, keep=1)
@@ -199,9 +199,9 @@ def ours_fit(gan, config, image_shape, steps: int, directory: str):
 def plain_tf(config, image_shape):
     """The same networks and non-saturating loss in a bare tf.function loop."""
     import tensorflow as tf
-    from tfgan_exp import models
-    g = models.build_generator(image_shape, config.latent_dim, config.width)
-    d = models.build_discriminator(image_shape, config.width)
+    from tfgan_exp.gan import networks
+    g = networks.build_generator(image_shape, config.latent_dim, config.width)
+    d = networks.build_discriminator(image_shape, config.width)
     g_opt = tf.keras.optimizers.Adam(config.lr_g, config.beta1, config.beta2)
     d_opt = tf.keras.optimizers.Adam(config.lr_d, config.beta1, config.beta2)
     batch = {k: tf.constant(v) for k, v in _random_batch(config, image_shape).items()}
@@ -327,7 +327,7 @@ def profile(candidates, steps: int, logdir: str) -> str:
     With several steps per call, ``steps`` is rounded up to whole calls of 'ours', and
     the plain loop traces as many steps.
     """
-    from tfgan_exp import profiling
+    from tfgan_exp.bench import profiling
     steps = math.ceil(steps / candidates["ours"][1]) * candidates["ours"][1]
     times = {}
     # A throwaway trace first: the profiler's first session pays its own start-up, which
@@ -364,7 +364,7 @@ def main(argv):
     except UsageError as error:
         fail(str(error))
     from tfgan_exp.evaluation.classifiers import InceptionClassifier, inception_standin
-    from tfgan_exp.training import build_gan
+    from tfgan_exp.training.trainer import build_gan
     image_shape = (config.image_size, config.image_size, 3)
     gan = build_gan(config, image_shape)
     # One stand-in Inception (seconds to build) for the eval rate and the FLOP count.

@@ -14,7 +14,7 @@ normalises over the global batch exactly as one device does.
 """
 import tensorflow as tf
 
-from tfgan_exp.spectral_norm import SNConv2D, SNDense
+from tfgan_exp.gan.spectral_norm import SNConv2D, SNDense
 
 layers = tf.keras.layers
 

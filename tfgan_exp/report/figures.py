@@ -8,9 +8,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfgan_exp import analysis
-from tfgan_exp import statistics as st
-from tfgan_exp.analysis import Keys, Run
+from tfgan_exp.report import analysis
+from tfgan_exp.report import statistics as st
+from tfgan_exp.report.analysis import Keys, Run
 from tfgan_exp.config import G_LOSS_NAMES
 
 COLOURS = dict(zip(G_LOSS_NAMES, ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]))

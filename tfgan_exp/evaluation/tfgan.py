@@ -7,7 +7,7 @@ parent packages that point at the installed files and import the subpackages dir
 
 Usage::
 
-    from tfgan_exp.tfgan import tfgan_eval, tfgan_losses
+    from tfgan_exp.evaluation.tfgan import tfgan_eval, tfgan_losses
     tfgan_eval.classifier_score_from_logits(logits)
 """
 import importlib

@@ -18,8 +18,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tfgan_exp import scheduler
-from tfgan_exp import search as search_lib
+from tfgan_exp.runtime import scheduler
+from tfgan_exp.grids import search as search_lib
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, UsageError, run_identity
 from tfgan_exp.rundir import RunDir, check_writable, write_atomically
 

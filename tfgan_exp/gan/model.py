@@ -10,7 +10,7 @@ same step as one device with the whole batch.
 import tensorflow as tf
 
 from tfgan_exp.data import to_float
-from tfgan_exp.losses import LossPair, gradient_penalty
+from tfgan_exp.gan.losses import LossPair, gradient_penalty
 
 # Per-epoch means logged for each run; the report and the diagnostics read these names.
 METRIC_NAMES = (

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from tfgan_exp import stopping, timeline
+from tfgan_exp.runtime import stopping, timeline
 from tfgan_exp.config import Config, UsageError
 
 CONTROL = "\x1etfgan_exp-slot "  # a record separator first: no run prints that

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
-from tfgan_exp import stopping
+from tfgan_exp.runtime import stopping
 from tfgan_exp.config import UsageError
 from tfgan_exp.rundir import complete_checkpoints
 

@@ -11,15 +11,17 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfgan_exp import (data, distribute, lease as lease_lib, models, provenance, scheduler,
-                       stopping, summaries, timeline)
+from tfgan_exp import data
+from tfgan_exp.runtime import distribute, lease as lease_lib, provenance, scheduler, stopping, timeline
+from tfgan_exp.gan import networks
+from tfgan_exp.training import summaries
 from tfgan_exp.evaluation.evaluator import EpochEvaluator, EvaluationAbandoned, make_scorer
-from tfgan_exp.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
+from tfgan_exp.training.checkpointing import ClusterStop, StepCheckpointer, StopSignals, TrainingState
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, TrainingDiverged, UsageError
-from tfgan_exp.gan import GAN
-from tfgan_exp.losses import loss_pair
+from tfgan_exp.gan.model import GAN
+from tfgan_exp.gan.losses import loss_pair
 from tfgan_exp.rundir import RunDir, check_writable, image_grid
-from tfgan_exp.replicated import ReplicatedMap
+from tfgan_exp.runtime.replicated import ReplicatedMap
 
 MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 SAMPLE_GRID = 64  # fixed-noise images per sample grid (8 x 8)
@@ -38,8 +40,8 @@ def build_gan(config: Config, image_shape) -> GAN:
     if config.mixed_precision:
         tf.keras.mixed_precision.set_global_policy(MIXED_POLICIES[config.mixed_precision])
     try:  # layers keep the policy they were built under
-        generator = models.build_generator(image_shape, config.latent_dim, config.width)
-        discriminator = models.build_discriminator(image_shape, config.width,
+        generator = networks.build_generator(image_shape, config.latent_dim, config.width)
+        discriminator = networks.build_discriminator(image_shape, config.width,
                                                    config.spectral_norm)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous_policy)

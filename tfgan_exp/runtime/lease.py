@@ -49,7 +49,7 @@ import time
 import uuid
 from typing import Callable, Optional
 
-from tfgan_exp import scheduler
+from tfgan_exp.runtime import scheduler
 from tfgan_exp.config import UsageError
 from tfgan_exp.rundir import read_json, written_atomically
 

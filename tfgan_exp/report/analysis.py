@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfgan_exp import search as search_lib
+from tfgan_exp.grids import search as search_lib
 from tfgan_exp.config import (G_LOSS_NAMES, NON_RESULT_SETTINGS, UsageError,
                               resolved_settings, run_identity)
-from tfgan_exp.grid import SEARCH_FILE, TUNED_FILE, format_value
+from tfgan_exp.grids.grid import SEARCH_FILE, TUNED_FILE, format_value
 from tfgan_exp.rundir import RunDir
 
 REFERENCE_LOSS = "nonsat"

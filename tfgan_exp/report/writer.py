@@ -33,13 +33,13 @@ import numpy as np
 from absl import flags
 
 import tfgan_exp  # noqa: F401
-from tfgan_exp import analysis, figures
-from tfgan_exp import search as search_lib
-from tfgan_exp import statistics as st
-from tfgan_exp.analysis import Keys, Run
+from tfgan_exp.report import analysis, figures
+from tfgan_exp.grids import search as search_lib
+from tfgan_exp.report import statistics as st
+from tfgan_exp.report.analysis import Keys, Run
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import UsageError
-from tfgan_exp.grid import format_value
+from tfgan_exp.grids.grid import format_value
 
 F = flags.FLAGS
 flags.DEFINE_string("reference_loss", analysis.REFERENCE_LOSS, "Generator loss every other "

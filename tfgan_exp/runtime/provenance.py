@@ -14,7 +14,7 @@ import subprocess
 from typing import List
 
 import tfgan_exp
-from tfgan_exp import scheduler
+from tfgan_exp.runtime import scheduler
 from tfgan_exp.rundir import now_stamp
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tfgan_exp.__file__)))

@@ -33,9 +33,9 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
-from tfgan_exp import lease as lease_lib
-from tfgan_exp import scheduler, stopping, timeline
-from tfgan_exp import slots as slots_lib
+from tfgan_exp.runtime import lease as lease_lib
+from tfgan_exp.runtime import scheduler, stopping, timeline
+from tfgan_exp.grids import slots as slots_lib
 from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.rundir import RunDir
 
@@ -123,7 +123,7 @@ def run_sequentially(configs: List[Config], root: str, trace_path: Optional[str]
     timeline.set_sink(row.append)
     try:
         with timeline.span("start-up: TensorFlow", timeline.STARTUP):
-            from tfgan_exp import training  # imports TensorFlow: a signal may come meanwhile
+            from tfgan_exp.training import trainer  # imports TensorFlow: a signal may come meanwhile
         for number, config in enumerate(configs, start=1):
             name = run_name(config, root)
             stopping.check()  # a signal that came as the last run ended stops the grid here
@@ -136,7 +136,7 @@ def run_sequentially(configs: List[Config], root: str, trace_path: Optional[str]
                 continue
             try:
                 with timeline.span(name, timeline.RUN):
-                    training.run(config)
+                    trainer.run(config)
                 tally.finished += 1
             except TrainingDiverged as error:
                 print(f"diverged: {error}", file=sys.stderr, flush=True)
