@@ -284,6 +284,9 @@ def test_every_clash_is_found_before_anything_trains(tmp_path):
     assert sorted(os.listdir(root)) == ["g_loss=nonsat"]  # minimax was not trained
     result = run_command("run.py", "--g_loss=minimax,nonsat", f"--run_dir={root}")
     assert result.returncode == 2 and "nothing was trained" in result.stderr
+    # One error line, its details indented under it (what a script greps for).
+    error = result.stderr[result.stderr.index("error: "):].splitlines()
+    assert len(error) >= 2 and all(line.startswith("  ") for line in error[1:]), error
     assert sorted(os.listdir(root)) == ["g_loss=nonsat"]
 
 

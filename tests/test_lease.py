@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, command_line
 from tfgan_exp.grids import launch
-from tfgan_exp.runtime import lease
+from tfgan_exp.runtime import lease, stopping
 from tfgan_exp.training import trainer
 from tfgan_exp.config import Config, TrainingDiverged
 from tfgan_exp.rundir import RunDir, write_atomically
@@ -293,3 +293,22 @@ def test_a_run_decides_overwrite_and_divergence_only_once_it_holds_the_lease(
     with pytest.raises(TrainingDiverged, match="diverged before"):
         trainer.run(config)
     assert sorted(seen) == [("divergence", True), ("will_overwrite", True)]
+
+
+def test_a_stop_signal_as_the_lease_is_taken_leaves_no_folder(tmp_path, monkeypatch):
+    # The signal lands just after the lease's record is written, before the run holds
+    # the lease: the run must still release it and remove the folder it created for it.
+    acquire = lease.Lease.acquire
+
+    def acquire_then_signal(self):
+        taken = acquire(self)
+        os.kill(os.getpid(), signal.SIGINT)
+        return taken
+
+    monkeypatch.setattr(lease.Lease, "acquire", acquire_then_signal)
+    run_dir = tmp_path / "runs" / "run"
+    # (KeyboardInterrupt: Python's own SIGINT, if the signal came outside our handlers)
+    with pytest.raises((stopping.Interrupted, KeyboardInterrupt)):
+        trainer.run(Config(epochs=1, image_size=16, width=4, latent_dim=8, eval_every=0,
+                           run_dir=str(run_dir)))
+    assert not (tmp_path / "runs").exists()  # the folder, and the parent made for it

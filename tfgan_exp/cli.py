@@ -20,7 +20,7 @@ import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
 from tfgan_exp.grids import grid as grid_lib
 from tfgan_exp.grids import search as search_lib
 from tfgan_exp.runtime import stopping
-from tfgan_exp.command_line import fail, run_command
+from tfgan_exp.command_line import fail, print_error, run_command
 from tfgan_exp.config import (D_LOSS_NAMES, DATASETS, G_LOSS_NAMES, INCEPTION_URL,
                               PRESETS, STRATEGIES, Config, TrainingDiverged, UsageError)
 
@@ -89,7 +89,7 @@ define_axis("g_loss", "nonsat", f"Generator loss: {', '.join(G_LOSS_NAMES)}. min
             "saturating min log(1 - D(G(z))); nonsat is max log D(G(z)).")
 define_axis("d_loss", "", f"Discriminator loss: {', '.join(D_LOSS_NAMES)}; empty = the "
             "generator loss's partner (bce for minimax and nonsat).")
-define_axis("gp_weight", 10.0, "WGAN-GP gradient penalty weight lambda, >= 0.")
+define_axis("gp_weight", 10.0, "WGAN-GP gradient penalty weight lambda, 0..1e6.")
 define_axis("spectral_norm", False, "Spectral normalisation (Miyato et al. 2018) on every "
             "layer of D.")
 define_axis("width", 0, "Network width w in channels (D goes w..8w, G 8w..w), 1..1024; "
@@ -105,7 +105,8 @@ define_axis("beta1", 0.5, "Adam beta1 for both networks, in [0, 1).")
 define_axis("beta2", 0.999, "Adam beta2 for both networks, in [0, 1).")
 define_axis("d_steps", 1, "Discriminator updates per generator update, 1..100.")
 define_axis("seed", 0, "Random seed for weights, data order and noise, 0..2^31-1.")
-flags.DEFINE_integer("seeds", 0, "Run seeds 0..N-1 (a grid; overrides --seed), 0..1000.")
+flags.DEFINE_integer("seeds", 0, "N: run seeds 0..N-1 (a grid; overrides --seed), 1..1000; 0 = "
+                     "not set (--seed).")
 flags.DEFINE_string("preset", "", f"Named settings, applied under any flag you set: "
                     f"{', '.join(f'{k} ({v})' for k, v in PRESETS.items())}.")
 flags.DEFINE_integer("search", 0, "Random search: draw N settings of "
@@ -125,7 +126,7 @@ define_axis("eval_every", -1, "Epochs between evaluations (score, FID, KID, prec
             "recall), 0..100000; 0 = never; -1 = the dataset's default (digits 3, cifar10 8, "
             "stl10 2: evaluation under 10% of training compute). The last epoch is always "
             "evaluated when evaluation is on.")
-define_axis("eval_samples", 0, "Generated images per evaluation, >= 10; 0 = default (digits "
+define_axis("eval_samples", 0, "Generated images per evaluation, 10..1000000; 0 = default (digits "
             "2000, else 10000). The score uses all; the distances compare the first R with "
             "R real images, R = this or half the training images if fewer.")
 flags.DEFINE_string("inception_model", INCEPTION_URL, "Inception for the metrics: the TF-Hub "
@@ -140,7 +141,7 @@ flags.DEFINE_boolean("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_string("run_dir", "", "Output directory; running again resumes it. Default: "
                     "runs/<dataset>-<g_loss>-seed<seed> for one run, runs/grid for a grid "
                     "(each run in a folder named by the settings that vary).")
-flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, >= 1.")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep, 1..1000.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing --run_dir and start again; "
                      "once per TFGAN_EXP_INVOCATION token when it is set (a requeued or "
                      "retried job with the same token resumes instead).")
@@ -259,13 +260,13 @@ def run_status(config: Config, child: bool = False) -> int:
         if child:
             print(f"note: {error}", file=sys.stderr, flush=True)
             return launch.EXIT_HELD
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print_error(error)
         return 2
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print_error(error)
         return 2
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print_error(error)
         return launch.EXIT_DIVERGED
     except stopping.Interrupted:
         raise  # main says so and exits 128 + N

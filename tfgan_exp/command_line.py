@@ -12,9 +12,21 @@ from absl import app, flags
 HELP_FLAGS = ("--help", "-help", "-h", "--helpfull", "--helpshort", "-?")
 
 
+def print_error(message) -> None:
+    """Prints a user's mistake as one ``error:`` line on stderr.
+
+    A message of several lines (the settings that clash, how to prepare missing data)
+    keeps its first line there; the others follow indented, so that ``grep ^error:``
+    finds one line per mistake.
+    """
+    first, *details = str(message).strip().splitlines() or [""]
+    print(f"error: {first}", *("  " + line.lstrip() for line in details if line.strip()),
+          sep="\n", file=sys.stderr, flush=True)
+
+
 def fail(message: str) -> NoReturn:
-    """Ends the command for a user's mistake: one line on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
+    """Ends the command for a user's mistake: ``print_error``, then exit status 2."""
+    print_error(message)
     sys.exit(2)
 
 

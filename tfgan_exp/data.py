@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Dict, Iterable, List
 
 import numpy as np
+from absl import logging as absl_logging
 import tensorflow as tf
 
 from tfgan_exp.config import UsageError
@@ -97,11 +98,17 @@ def check_loadable(dataset: str, data_dir: str = ""):
                          f"{', '.join(TFDS_SOURCES)}")
     import tensorflow_datasets as tfds  # slow import, needed for CIFAR-10 / STL-10 only
     name = TFDS_SOURCES[dataset][0]
+    # TFDS warns that an unprepared folder "has no dataset_info.json": the error below
+    # says what is missing and how to prepare it, so the warning is held back.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
         sources = [] if builder.is_prepared() else list(builder.url_infos or {})
     except Exception as error:  # TFDS raises many types (files, registry)
         raise _cannot_load(dataset, data_dir, f"{type(error).__name__}: {error}") from None
+    finally:
+        absl_logging.set_verbosity(verbosity)
     # TFDS first copies a prepared dataset from its Cloud Storage bucket and only then
     # downloads from the source, so either one being reachable is enough.
     unreachable = unreachable_hosts(sources)

@@ -28,7 +28,7 @@ from absl import flags
 
 from tfgan_exp import cli
 from tfgan_exp.runtime import stopping
-from tfgan_exp.command_line import fail, run_command
+from tfgan_exp.command_line import fail, print_error, run_command
 from tfgan_exp.config import Config, UsageError
 
 F = flags.FLAGS
@@ -215,7 +215,7 @@ def _main(argv):
             except Exception as error:  # this phase cannot start; the others go on
                 blocked.append(phase.name)
                 phase.configs = None
-                print(f"error: {error}", file=sys.stderr, flush=True)
+                print_error(error)
         return new
 
     def pending() -> bool:

@@ -47,9 +47,9 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
-from tfgan_exp.runtime import scheduler
+from tfgan_exp.runtime import scheduler, stopping
 from tfgan_exp.config import UsageError
 from tfgan_exp.rundir import read_json, written_atomically
 
@@ -240,6 +240,7 @@ class Lease:
         self.poll_seconds = poll_seconds
         self.on_lost = on_lost
         self.created_directory = False
+        self.created_parents: List[str] = []
         self.lost = False  # another process took the lease over
         self.held = False
         self._job = scheduler.job_id(environ)
@@ -273,6 +274,7 @@ class Lease:
         watching = False
         try:
             while True:
+                stopping.check()  # a signal deferred by the caller still ends a wait
                 found = self._try(dead)
                 if found is None:
                     break
@@ -308,24 +310,31 @@ class Lease:
                         time.sleep(self.poll_seconds)
                         continue
                 raise Held(self.directory, record)
+            self._thread = threading.Thread(target=self._beat, name="lease-heartbeat",
+                                            daemon=True)
+            self._thread.start()
         except BaseException:  # Held, or a stop signal while waiting or writing
-            self._let_go(remove_unused=True)
+            self.release(remove_unused=True)
             raise
-        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat",
-                                        daemon=True)
-        self._thread.start()
         return self
 
     def _try(self, dead) -> Optional[_Found]:
         """Takes the lease if it can (returns None); else returns what it found. ``dead``:
         the signature of a record found dead, which may be replaced."""
-        if not os.path.isdir(self.directory):
+        for _ in range(3):  # a parent another process removed meanwhile is made again
+            if os.path.isdir(self.directory):
+                break
+            parent = os.path.dirname(os.path.abspath(self.directory))
+            missing = []  # the parents made here, deepest first: removed with the folder
+            while not os.path.exists(parent):
+                missing.append(parent)
+                parent = os.path.dirname(parent)
             os.makedirs(os.path.dirname(os.path.abspath(self.directory)), exist_ok=True)
             try:
                 os.mkdir(self.directory)  # of two processes racing, one creates it
-                self.created_directory = True
-            except FileExistsError:
-                pass
+                self.created_directory, self.created_parents = True, missing
+            except (FileExistsError, FileNotFoundError):
+                continue
         if not self.use_locks:
             return self._try_lease_file(dead)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -437,6 +446,8 @@ class Lease:
                         pass
                 try:
                     os.rmdir(self.directory)
+                    for parent in self.created_parents:  # e.g. runs/, if this made it
+                        os.rmdir(parent)  # fails (and stops) where another run lives
                 except OSError:
                     pass
             if self._fd is not None:  # after the record: a newcomer finds none left over

@@ -308,8 +308,17 @@ def run(config: Config) -> Optional[dict]:
     chief = distribute.is_chief(strategy)
     cluster = distribute.is_cluster(config.strategy, config.tpu)
     agree = distribute.agreement(strategy) if cluster else None
-    lease = _take_lease(config.run_dir, chief, agree)
+    lease = None
     try:
+        # A stop signal while the lease is taken acts once ``lease`` is assigned (and so
+        # released below): acted on at once, it could come between the lease's record
+        # being written and this assignment, and leave the folder behind. Waiting for
+        # another holder still stops at once (``Lease.acquire`` polls for a signal).
+        with stopping.deferred():
+            lease = _take_lease(config.run_dir, chief, agree)
+            signum = stopping.received()
+        if signum is not None:
+            raise stopping.Interrupted(signum)
         # Read under the lease: until then another process may be overwriting the run,
         # or retrying it after a divergence. (In a cluster every worker reads them here,
         # before the collectives that precede the chief's first write.)
