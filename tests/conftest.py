@@ -7,6 +7,7 @@ Tests never read or write the user's working folders: every test runs in a tempo
 folder of its own, commands run in a temporary folder, and the default caches (ours,
 TFDS's) point into temporary folders too.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,12 +16,34 @@ import tempfile
 import numpy as np
 import pytest
 
-import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
-import tensorflow as tf
+# One intra-op thread per process, in this one and in every command a test starts (they
+# inherit it): `make test` runs several workers on a machine's cores, each starting
+# training processes, and threads more than cores only spin. Set before TensorFlow loads.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA not found) bypass its log level;
+    pytest would show them after its summary, from every worker. Errors still raise."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _quiet_stderr():
+    import tfgan_exp  # noqa: F401  (selects tf_keras before TensorFlow is imported)
+    import tensorflow as tf
+
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A scratch home for everything a test or a command might write by default.
@@ -45,6 +68,18 @@ def run_command(*args, timeout=300, env=None, cwd=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(command_line(*args), cwd=cwd or tempfile.mkdtemp(dir=SCRATCH),
                           capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first, so that the workers of ``pytest -n`` (make test) end together: the
+    tests that wait on another program, then those that train end to end, then the rest,
+    each group in file order (a module's shared fixtures are then set up once per worker).
+    """
+    def group(item):
+        if item.get_closest_marker("starts_first"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+    items.sort(key=group)  # stable
 
 
 @pytest.fixture(autouse=True)
@@ -101,9 +136,31 @@ def fake_inception_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """One cache for the session: the digits classifier is trained once."""
-    return str(tmp_path_factory.mktemp("cache"))
+def cache_dir(tmp_path_factory, worker_id):
+    """One cache for the whole session, shared by the workers of ``pytest -n`` (their
+    temporary folders have one parent): the digits classifier and the real images'
+    features are computed once. A test that asserts what the cache holds uses
+    ``private_cache``."""
+    if worker_id == "master":  # one process: pytest without -n
+        return str(tmp_path_factory.mktemp("cache"))
+    shared = tmp_path_factory.getbasetemp().parent / "shared-cache"
+    shared.mkdir(exist_ok=True)  # the classifier's own lock lets one worker train it
+    return str(shared)
+
+
+@pytest.fixture
+def private_cache(cache_dir, tmp_path):
+    """A cache of the test's own, holding the session's trained digits classifier only."""
+    import glob
+    import shutil
+
+    from tfgan_exp.evaluation.classifiers import DigitsClassifier
+    DigitsClassifier(cache_dir)  # trained once for the session, else loaded
+    private = tmp_path / "private-cache"
+    private.mkdir()
+    for path in glob.glob(os.path.join(cache_dir, "digits_classifier_*")):
+        shutil.copy(path, private)
+    return str(private)
 
 
 @pytest.fixture

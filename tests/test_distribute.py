@@ -166,7 +166,8 @@ def test_sigterm_to_one_worker_stops_all_at_one_step_and_they_resume(tmp_path, c
 
 @pytest.mark.slow
 def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_weights(
-        tmp_path, cache_dir):
+        tmp_path, private_cache):
+    cache_dir = private_cache  # its features file is watched below: no other test's
     first = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_every=0"))
     assert all(status == 0 for status, _ in first), first[0][1][-3000:]
     # Each worker with a cache of its own: the chief's holds the real images' features,

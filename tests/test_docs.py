@@ -3,6 +3,7 @@ flag they name exists, every flag of run.py is on the flags page, and the quick 
 smoke test runs as written."""
 import ast
 import glob
+import json
 import os
 import re
 import shlex
@@ -142,5 +143,9 @@ def test_the_quick_starts_smoke_test_runs_as_written(tmp_path):
             for a in shlex.split(command.group(1))]
     result = run_command(*args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert os.path.exists(tmp_path / "smoke" / "metrics.jsonl")
+    # (The one test of run.py training end to end as a user starts it.)
+    assert "epoch 1/1" in result.stdout and "img/s" in result.stdout
     assert "digits score" in result.stdout
+    record = json.loads((tmp_path / "smoke" / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and record["digits_score"] >= 1.0
+    assert sorted(os.listdir(tmp_path / "smoke" / "samples")) == ["epoch_0001.png"]

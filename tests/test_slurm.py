@@ -49,6 +49,7 @@ def wait_for(condition, seconds, what):
 
 
 @pytest.mark.slow
+@pytest.mark.starts_first
 def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp_path,
                                                                       cache_dir):
     run_dir = tmp_path / "grid"

@@ -22,11 +22,9 @@ divergence is scipy's.
 from typing import Tuple
 
 import numpy as np
-import scipy.stats
 import tensorflow as tf
 
 from tfgan_exp.config import SPLITS
-from tfgan_exp.evaluation.tfgan import tfgan_eval
 
 KID_MAX_BLOCK = 1024  # TF-GAN's default block size for KID
 KID_SE_BLOCKS = 10  # blocks for KID's standard error where TF-GAN's default has one
@@ -34,9 +32,22 @@ COVERED_SHARE = 0.1  # a class is covered at a tenth of its real share (class_co
 PR_NEIGHBOURS = 3  # k of Kynkaenniemi et al.'s k-NN manifolds
 
 
+def _tfgan_eval():
+    """TF-GAN's eval package, imported at the first evaluation: with TensorFlow
+    Probability and scipy it adds 1.5 s to a process's start, which a run that never
+    evaluates (--eval_every=0) need not pay."""
+    from tfgan_exp.evaluation.tfgan import tfgan_eval
+    return tfgan_eval
+
+
+def _scipy_stats():
+    import scipy.stats  # (see _tfgan_eval)
+    return scipy.stats
+
+
 def classifier_score(logits: np.ndarray) -> float:
     """IS = exp(E_x KL(p(y|x) || p(y))) over all of ``logits`` [N, classes] (TF-GAN)."""
-    return float(tfgan_eval.classifier_score_from_logits(
+    return float(_tfgan_eval().classifier_score_from_logits(
         tf.constant(np.asarray(logits, np.float64))).numpy())
 
 
@@ -52,7 +63,7 @@ def split_scores(logits: np.ndarray, splits: int = SPLITS) -> Tuple[float, float
 
 def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
     """FID between features [N, D] and [M, D] (TF-GAN's formula and matrix root)."""
-    return float(tfgan_eval.frechet_classifier_distance_from_activations(
+    return float(_tfgan_eval().frechet_classifier_distance_from_activations(
         tf.constant(np.asarray(real, np.float64)),
         tf.constant(np.asarray(generated, np.float64))).numpy())
 
@@ -81,7 +92,7 @@ def _tfgan_kid(real, generated, block: int) -> Tuple[float, float]:
     level = logger.level
     logger.setLevel("ERROR")
     try:
-        kid, std = tfgan_eval.kernel_classifier_distance_and_std_from_activations(
+        kid, std = _tfgan_eval().kernel_classifier_distance_and_std_from_activations(
             tf.constant(np.asarray(real, np.float64)),
             tf.constant(np.asarray(generated, np.float64)), max_block_size=block)
     finally:
@@ -105,7 +116,7 @@ def class_coverage(logits: np.ndarray, real_counts: np.ndarray) -> Tuple[int, fl
     share = counts / counts.sum()
     real_share = np.asarray(real_counts, np.float64) / np.sum(real_counts)
     covered = int(np.sum((real_share > 0) & (share >= COVERED_SHARE * real_share)))
-    return covered, float(scipy.stats.entropy(share, real_share))
+    return covered, float(_scipy_stats().entropy(share, real_share))
 
 
 def knn_radii(features: np.ndarray, k: int = PR_NEIGHBOURS) -> np.ndarray:
