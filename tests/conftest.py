@@ -25,16 +25,21 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 @contextlib.contextmanager
 def _quiet_stderr():
     """TensorFlow's C++ start-up lines (oneDNN, CUDA not found) bypass its log level;
-    pytest would show them after its summary, from every worker. Errors still raise."""
+    pytest would show them after its summary, from every worker. If the block fails
+    (say, a CPU without the instructions TensorFlow was built for), they are shown."""
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 with _quiet_stderr():
@@ -72,14 +77,18 @@ def run_command(*args, timeout=300, env=None, cwd=None):
 
 def pytest_collection_modifyitems(config, items):
     """Longest first, so that the workers of ``pytest -n`` (make test) end together: the
-    tests that wait on another program, then those that train end to end, then the rest,
-    each group in file order (a module's shared fixtures are then set up once per worker).
-    """
+    files with a test that waits on another program, then those with tests that train end
+    to end, then the rest. A file's tests keep their order, which its module fixtures
+    may rely on."""
     def group(item):
         if item.get_closest_marker("starts_first"):
             return 0
         return 1 if item.get_closest_marker("slow") else 2
-    items.sort(key=group)  # stable
+
+    file_group = {}
+    for item in items:
+        file_group[item.path] = min(file_group.get(item.path, 2), group(item))
+    items.sort(key=lambda item: file_group[item.path])  # stable
 
 
 @pytest.fixture(autouse=True)

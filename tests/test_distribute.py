@@ -3,6 +3,7 @@ import contextlib
 import glob
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -54,15 +55,23 @@ def test_an_nvidia_gpu_that_tensorflow_cannot_see_is_reported_with_the_fix(tmp_p
 
 
 def free_ports(count):
-    """``count`` distinct free loopback ports (all held open while choosing, so none repeats)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """``count`` distinct free loopback ports for a cluster's workers, which bind them
+    seconds later. They come from a range of this pytest worker's own (gw0: 20000-20999,
+    gw1: 21000-...), below the ports the system hands out for port 0, so that neither
+    another test nor another process takes one meanwhile."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    first = 20000 + 1000 * (worker % 12)
+    ports = []
+    for port in random.sample(range(first, first + 1000), 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports in {first}..{first + 999}")
 
 
 def start_workers(tmp_path, cache_dir, *args, env=None):

@@ -290,7 +290,7 @@ def test_every_clash_is_found_before_anything_trains(tmp_path):
     assert sorted(os.listdir(root)) == ["g_loss=nonsat"]
 
 
-# A grid whose runs train in no time (training.run stands in), and a SIGTERM that comes
+# A grid whose runs train in no time (trainer.run stands in), and a SIGTERM that comes
 # once the last run has ended, while the grid says how its runs ended.
 SIGNAL_AFTER_THE_LAST_RUN = """
 import os, signal, sys, types

@@ -24,7 +24,7 @@ TOP = len(LAYERS)
 
 
 def unit(dotted: str) -> str:
-    """'tfgan_exp.grids.launch' -> 'study'; 'tfgan_exp.config' -> 'config'."""
+    """'tfgan_exp.grids.launch' -> 'grids'; 'tfgan_exp.config' -> 'config'."""
     parts = dotted.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 
@@ -42,16 +42,21 @@ def modules():
                 yield path, relative.replace(os.sep, ".").replace(".__init__", "")
 
 
+def _is_module(dotted: str) -> bool:
+    """Whether ``dotted`` names a module or package of this project."""
+    path = os.path.join(os.path.dirname(PACKAGE), *dotted.split("."))
+    return os.path.exists(path + ".py") or os.path.exists(os.path.join(path, "__init__.py"))
+
+
 def imported(path: str):
-    """Every tfgan_exp module a file imports, anywhere in it."""
+    """Every tfgan_exp module or package a file imports, anywhere in it."""
     for node in ast.walk(ast.parse(open(path).read(), path)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] == "tfgan_exp":
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import (this project imports absolutely)"
+            if node.module and node.module.split(".")[0] == "tfgan_exp":
                 for alias in node.names:
                     candidate = f"{node.module}.{alias.name}"
-                    yield candidate if os.path.exists(
-                        os.path.join(os.path.dirname(PACKAGE), *candidate.split("."))
-                        + ".py") else node.module
+                    yield candidate if _is_module(candidate) else node.module
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "tfgan_exp":

@@ -312,3 +312,30 @@ def test_a_stop_signal_as_the_lease_is_taken_leaves_no_folder(tmp_path, monkeypa
         trainer.run(Config(epochs=1, image_size=16, width=4, latent_dim=8, eval_every=0,
                            run_dir=str(run_dir)))
     assert not (tmp_path / "runs").exists()  # the folder, and the parent made for it
+
+
+def test_in_a_cluster_a_stop_signal_while_the_lease_is_taken_stops_every_worker(tmp_path):
+    # ``agree`` is the cluster's all-gather max (distribute.agreement); here the values
+    # the other worker would bring, with this process as the chief.
+    def cluster(other_worker):
+        passed = []
+        return passed, lambda value: passed.append(value) or max(value, other_worker)
+
+    run_dir = str(tmp_path / "runs" / "run")
+    passed, agree = cluster(other_worker=2)  # the other worker was signalled
+    with stopping.deferred():
+        with pytest.raises(stopping.Interrupted, match="another worker of the cluster"):
+            trainer._take_lease(run_dir, chief=True, agree=agree)
+    assert passed == [0] and not (tmp_path / "runs").exists()  # lease given back
+    passed, agree = cluster(other_worker=0)  # this one was, as the lease was taken
+    with stopping.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(stopping.Interrupted) as stopped:
+            trainer._take_lease(run_dir, chief=True, agree=agree)
+    assert passed == [2] and stopped.value.signum == signal.SIGINT
+    assert not (tmp_path / "runs").exists()
+    passed, agree = cluster(other_worker=0)  # no signal: the lease is held
+    with stopping.deferred():
+        held = trainer._take_lease(run_dir, chief=True, agree=agree)
+    assert passed == [0] and held.held
+    held.release(remove_unused=True)

@@ -1,4 +1,4 @@
-"""``python -m tfgan_exp.k8s_wait JOB``: the command's code is ``study/k8s_wait.py``."""
+"""``python -m tfgan_exp.k8s_wait JOB``: the command's code is ``grids/k8s_wait.py``."""
 from tfgan_exp.command_line import run_command
 from tfgan_exp.grids import k8s_wait
 

@@ -1,4 +1,4 @@
-"""``python -m tfgan_exp.prepare``: the command's code is ``study/prepare.py``."""
+"""``python -m tfgan_exp.prepare``: the command's code is ``grids/prepare.py``."""
 from tfgan_exp.command_line import run_command
 from tfgan_exp.grids import prepare
 

@@ -2,4 +2,6 @@
 from tfgan_exp.bench import step
 from tfgan_exp.command_line import run_command
 
-run_command(step.main, home=step)
+
+if __name__ == "__main__":
+    run_command(step.main, home=step)

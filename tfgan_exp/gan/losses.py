@@ -3,7 +3,7 @@
 Notation: ``real_logits = D(x)`` and ``fake_logits = D(G(z))``, float tensors of shape
 [batch] (any real value); sigma is the logistic sigmoid. Every function returns the
 per-example loss, shape [batch], and leaves the reduction to the train step, which is
-the one place that knows the global batch size (see ``gan.GAN``).
+the one place that knows the global batch size (see ``model.GAN``).
 
 Note on the founding article's pseudo-code: it labels ``BCE(D(G(z)), ones)`` as
 "min log(1 - D)" and ``-BCE(D(G(z)), zeros)`` as "max log D". The first is in fact the

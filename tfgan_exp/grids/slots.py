@@ -1,7 +1,7 @@
 """Slot processes: a ``--parallel`` grid's P processes, each training run after run.
 
 A slot is ``python -m tfgan_exp.cli --slot``: it imports TensorFlow once, then reads one
-run's Config (JSON) per line on stdin and trains it in this process (``training.run``
+run's Config (JSON) per line on stdin and trains it in this process (``trainer.run``
 starts each run from Keras's fresh state and its own seeds, so a run trained after
 another in a slot equals the same run in a process of its own), until stdin closes.
 What a process pays once (its start, the imports, TensorFlow's start-up; the

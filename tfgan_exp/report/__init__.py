@@ -5,5 +5,5 @@
 - ``figures``: the report's figures.
 - ``writer``: the report's text, tables and verdicts.
 
-Reads run folders only; imports ``study`` for grid names, never TensorFlow.
+Reads run folders only; imports ``grids`` for grid names, never TensorFlow.
 """

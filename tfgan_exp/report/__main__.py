@@ -2,4 +2,6 @@
 from tfgan_exp.command_line import run_command
 from tfgan_exp.report import writer
 
-run_command(writer.main, home=writer)
+
+if __name__ == "__main__":
+    run_command(writer.main, home=writer)

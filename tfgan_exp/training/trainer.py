@@ -317,7 +317,9 @@ def run(config: Config) -> Optional[dict]:
         with stopping.deferred():
             lease = _take_lease(config.run_dir, chief, agree)
             signum = stopping.received()
-        if signum is not None:
+        # In a cluster a signal that came after the workers agreed is left recorded: the
+        # first training call stops every worker at one step (ClusterStop).
+        if signum is not None and agree is None:
             raise stopping.Interrupted(signum)
         # Read under the lease: until then another process may be overwriting the run,
         # or retrying it after a divergence. (In a cluster every worker reads them here,
@@ -364,9 +366,11 @@ def _fresh_process_state(config: Config) -> None:
 
 
 def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
-    """The chief's lease of the run folder; in a cluster every worker hears if the chief
-    could not take it (they would otherwise wait for it at the next collective)."""
-    lease, problem = None, None
+    """The chief's lease of the run folder. In a cluster every worker hears what came
+    of it: the chief could not take it, or a stop signal reached any worker meanwhile
+    (then every worker raises Interrupted here), so that none waits at a collective
+    another never joins. Called with stop signals deferred (see ``run``)."""
+    lease, problem, interrupted = None, None, None
     if chief:
         try:
             lease = lease_lib.Lease(path).acquire()
@@ -374,13 +378,25 @@ def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
             problem = error
         except OSError as error:
             problem = UsageError(f"cannot write {path}: {error}")
-    if agree is not None and agree(1 if problem else 0) and problem is None:
-        problem = UsageError(f"the chief worker could not take the lease of {path}; see "
-                             "its output")
-    if problem is not None:
+        except stopping.Interrupted as error:  # while waiting for another holder
+            interrupted = error
+    if agree is not None:
+        # 2: a worker was stopped; 1: the chief could not take the lease; 0: go on.
+        signalled = interrupted is not None or stopping.received() is not None
+        outcome = agree(2 if signalled else 1 if problem else 0)
+        if outcome == 2 and interrupted is None:
+            interrupted = (stopping.Interrupted(stopping.received()) if signalled else
+                           stopping.Interrupted(
+                               signal.SIGTERM, "stopped before training started: another "
+                               "worker of the cluster was stopped; nothing of this run was "
+                               "written. Run the same command to start it."))
+        elif outcome == 1 and problem is None:
+            problem = UsageError(f"the chief worker could not take the lease of {path}; "
+                                 "see its output")
+    if interrupted is not None or problem is not None:
         if lease is not None:
             lease.release(remove_unused=True)
-        raise problem
+        raise interrupted or problem
     return lease
 
 
