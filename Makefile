@@ -28,12 +28,12 @@ demo: $(STAMP)
 # test waits two minutes on Slurm's requeue delay while the other workers go on.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 8 ? n + 1 : 8 )))
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The unit tests only: every test not marked slow (those train, or start training
 # processes, end to end). For the edit-test loop; `make test` is what CI runs.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # Removes the virtual environment only: runs/ holds results, which `make clean-runs`
 # removes, when asked for by name.

@@ -77,18 +77,14 @@ def run_command(*args, timeout=300, env=None, cwd=None):
 
 def pytest_collection_modifyitems(config, items):
     """Longest first, so that the workers of ``pytest -n`` (make test) end together: the
-    files with a test that waits on another program, then those with tests that train end
-    to end, then the rest. A file's tests keep their order, which its module fixtures
-    may rely on."""
+    tests that wait on another program, then those that train end to end, then the rest,
+    each group in file order. (A module's fixture may then be set up again for its later
+    tests; no test relies on another having run, or not, before it.)"""
     def group(item):
         if item.get_closest_marker("starts_first"):
             return 0
         return 1 if item.get_closest_marker("slow") else 2
-
-    file_group = {}
-    for item in items:
-        file_group[item.path] = min(file_group.get(item.path, 2), group(item))
-    items.sort(key=lambda item: file_group[item.path])  # stable
+    items.sort(key=group)  # stable
 
 
 @pytest.fixture(autouse=True)
