@@ -7,8 +7,10 @@ Tests never read or write the user's working folders: every test runs in a tempo
 folder of its own, commands run in a temporary folder, and the default caches (ours,
 TFDS's) point into temporary folders too.
 """
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ with _quiet_stderr():
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A scratch home for everything a test or a command might write by default.
 SCRATCH = tempfile.mkdtemp(prefix="tfgan_exp-tests-")
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)  # each worker's, at its end
 os.environ["TFGAN_EXP_CACHE"] = os.path.join(SCRATCH, "cache")
 os.environ["TFDS_DATA_DIR"] = os.path.join(SCRATCH, "tensorflow_datasets")
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -157,7 +160,6 @@ def cache_dir(tmp_path_factory, worker_id):
 def private_cache(cache_dir, tmp_path):
     """A cache of the test's own, holding the session's trained digits classifier only."""
     import glob
-    import shutil
 
     from tfgan_exp.evaluation.classifiers import DigitsClassifier
     DigitsClassifier(cache_dir)  # trained once for the session, else loaded
