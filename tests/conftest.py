@@ -156,18 +156,23 @@ def cache_dir(tmp_path_factory, worker_id):
     return str(shared)
 
 
-@pytest.fixture
-def private_cache(cache_dir, tmp_path):
-    """A cache of the test's own, holding the session's trained digits classifier only."""
+def classifier_only_cache(cache_dir: str, folder) -> str:
+    """Makes ``folder`` a cache holding only ``cache_dir``'s trained digits classifier
+    (training it there first if needed); returns its path."""
     import glob
 
     from tfgan_exp.evaluation.classifiers import DigitsClassifier
     DigitsClassifier(cache_dir)  # trained once for the session, else loaded
-    private = tmp_path / "private-cache"
-    private.mkdir()
+    os.makedirs(folder)
     for path in glob.glob(os.path.join(cache_dir, "digits_classifier_*")):
-        shutil.copy(path, private)
-    return str(private)
+        shutil.copy(path, folder)
+    return str(folder)
+
+
+@pytest.fixture
+def private_cache(cache_dir, tmp_path):
+    """A cache of the test's own, holding the session's trained digits classifier only."""
+    return classifier_only_cache(cache_dir, tmp_path / "private-cache")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import command_line
+from conftest import classifier_only_cache, command_line
 from tfgan_exp import data
 from tfgan_exp.runtime import distribute
 from tfgan_exp.evaluation import evaluator
@@ -188,10 +187,7 @@ def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_
     cached = glob.glob(os.path.join(cache_dir, "features-digits-digits-16px-50-*.npz"))
     assert len(cached) == 1
     written = os.path.getmtime(cached[0])
-    own_cache = tmp_path / "own-cache"
-    own_cache.mkdir()
-    for path in glob.glob(os.path.join(cache_dir, "digits_classifier_*")):
-        shutil.copy(path, own_cache)
+    own_cache = classifier_only_cache(cache_dir, tmp_path / "own-cache")
     # Again with --overwrite: the chief deletes the run while the other worker starts.
     ended = finish(start_workers(tmp_path, [cache_dir, str(own_cache)], "--epochs=1",
                                  "--eval_samples=50", "--overwrite"))

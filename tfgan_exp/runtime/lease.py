@@ -325,11 +325,11 @@ class Lease:
             if os.path.isdir(self.directory):
                 break
             parent = os.path.dirname(os.path.abspath(self.directory))
-            missing = []  # the parents made here, deepest first: removed with the folder
-            while not os.path.exists(parent):
-                missing.append(parent)
-                parent = os.path.dirname(parent)
-            os.makedirs(os.path.dirname(os.path.abspath(self.directory)), exist_ok=True)
+            missing, ancestor = [], parent  # the parents made here, deepest first:
+            while not os.path.exists(ancestor):  # removed with the folder
+                missing.append(ancestor)
+                ancestor = os.path.dirname(ancestor)
+            os.makedirs(parent, exist_ok=True)
             try:
                 os.mkdir(self.directory)  # of two processes racing, one creates it
                 self.created_directory, self.created_parents = True, missing
