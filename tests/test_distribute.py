@@ -1,5 +1,4 @@
 """Strategy choice, and two worker processes training together over loopback."""
-import contextlib
 import glob
 import json
 import os
@@ -19,7 +18,9 @@ from tfgan_exp import data
 from tfgan_exp.runtime import distribute
 from tfgan_exp.evaluation import evaluator
 from tfgan_exp.evaluation.classifiers import DigitsClassifier
-from tfgan_exp.config import UsageError
+from tfgan_exp.config import Config, UsageError
+from tfgan_exp.rundir import RunDir
+from tfgan_exp.training import trainer
 
 
 def test_auto_picks_tpu_when_configured_else_default_on_cpu(monkeypatch):
@@ -116,11 +117,19 @@ class FakeMetadataServer:
         self.server.shutdown()
 
 
-def wait_for_checkpoint(processes, run_dir, timeout=300):
-    """Returns once the chief has completed a checkpoint (training is under way)."""
+def checkpoint_state(run_dir):
+    """The text of TensorFlow's checkpoint state file in ``run_dir`` (None: none yet)."""
+    state_file = run_dir / "checkpoints" / "checkpoint"
+    return state_file.read_text() if state_file.exists() else None
+
+
+def wait_for_checkpoint(processes, run_dir, before, timeout=300):
+    """Returns once the chief has completed a checkpoint (training is under way): once
+    TensorFlow's state file reads other than ``before`` (``checkpoint_state``, read
+    before ``processes`` started)."""
     state_file = run_dir / "checkpoints" / "checkpoint"
     deadline = time.time() + timeout
-    while not state_file.exists():
+    while not state_file.exists() or state_file.read_text() in (before, ""):
         assert all(p.poll() is None for p in processes) and time.time() < deadline
         time.sleep(0.05)
 
@@ -130,84 +139,86 @@ def finish(processes, timeout=400):
     return [(p.returncode, err) for p, (_, err) in zip(processes, outputs)]
 
 
-@pytest.mark.parametrize("platform", ["elsewhere", "gcp"])
 @pytest.mark.slow
-def test_sigterm_to_one_worker_stops_all_at_one_step_and_they_resume(tmp_path, cache_dir,
-                                                                     monkeypatch, platform):
-    """A preemption notice to one worker; on GCP, where TensorFlow's own handler would
-    ignore it. There, the newest checkpoint is then damaged: both workers fall back."""
-    args = ["--epochs=1", "--eval_every=0", "--checkpoint_every_steps=5"]
-    env = {}
-    with contextlib.ExitStack() as stack:
-        if platform == "gcp":
-            env["GCE_METADATA_IP"] = stack.enter_context(FakeMetadataServer())
-            monkeypatch.setenv("GCE_METADATA_IP", env["GCE_METADATA_IP"])
-            from tensorflow.python.distribute.failure_handling import failure_handling_util
-            assert failure_handling_util.detect_platform() == (
-                failure_handling_util.PlatformDevice.GCE_CPU)  # what TF's handler ignores
-        processes = start_workers(tmp_path, cache_dir, *args, env=env)
-        wait_for_checkpoint(processes, tmp_path / "run")
+def test_two_workers_stop_together_in_start_up_and_at_one_step_and_fall_back_together(
+        tmp_path, monkeypatch):
+    """One cluster's life on a GCE VM, where TensorFlow's own preemption handler would
+    ignore SIGTERM. A preemption notice to one worker during start-up stops both before
+    anything is written; ``--overwrite`` then starts both afresh (the chief deletes the
+    old run while the other starts); a notice to one worker stops both at one step; with
+    that checkpoint damaged, both fall back past it together, compute the real images'
+    features together, and end with the same weights."""
+    cache_dir = str(tmp_path / "cache")  # empty: start-up trains the digits classifier
+    run_dir = tmp_path / "run"
+    trainer.run(Config(dataset="digits", image_size=16, width=4, latent_dim=8, epochs=1,
+                       eval_every=0, strategy="default", cache_dir=cache_dir,
+                       run_dir=str(run_dir)))  # the run to overwrite
+    args = ["--epochs=1", "--eval_samples=50", "--checkpoint_every_steps=5"]
+    with FakeMetadataServer() as metadata_ip:
+        env = {"GCE_METADATA_IP": metadata_ip}
+        monkeypatch.setenv("GCE_METADATA_IP", metadata_ip)
+        from tensorflow.python.distribute.failure_handling import failure_handling_util
+        assert failure_handling_util.detect_platform() == (
+            failure_handling_util.PlatformDevice.GCE_CPU)  # what TF's handler ignores
+        processes = start_workers(tmp_path, cache_dir, *args, "--overwrite", env=env)
+        # Once the chief trains the classifier (its lock file appears) the other worker
+        # is past every step of its start-up that TensorFlow's own SIGTERM handler
+        # could take the signal in (see distribute.make_strategy).
+        while not glob.glob(os.path.join(cache_dir, "digits_classifier_*.lock")):
+            assert all(p.poll() is None for p in processes), finish(processes)
+            time.sleep(0.01)
+        processes[1].send_signal(signal.SIGTERM)  # a preemption notice during start-up
+        for status, err in finish(processes, timeout=300):
+            assert status == 128 + signal.SIGTERM, err[-3000:]
+            assert "before training started" in err, err[-3000:]
+        assert [r["epoch"] for r in RunDir(str(run_dir)).read_metrics()] == [1]  # untouched
+        # The chief's cache now holds the real images' features, the other worker's
+        # only the same classifier. Both must compute them together (it takes
+        # collectives) or neither: a worker alone would wait for the other forever.
+        classifier = DigitsClassifier(cache_dir)
+        evaluator.real_features(classifier, data.load_images("digits", 16), "digits-16px",
+                                cache_dir, 50, held_out=True)  # as training computes them
+        cached = glob.glob(os.path.join(cache_dir, "features-digits-digits-16px-50-*.npz"))
+        assert len(cached) == 1
+        written = os.path.getmtime(cached[0])
+        own_cache = classifier_only_cache(cache_dir, tmp_path / "own-cache")
+        before = checkpoint_state(run_dir)  # the old run's
+        processes = start_workers(tmp_path, cache_dir, *args, "--overwrite", env=env)
+        wait_for_checkpoint(processes, run_dir, before)
         processes[1].send_signal(signal.SIGTERM)  # a preemption notice to one worker only
-        ended = finish(processes, timeout=300)
-    steps = []
-    for status, err in ended:
-        assert status == 128 + signal.SIGTERM, err[-3000:]
-        steps.append(int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1)))
-    assert steps[0] == steps[1]  # both saved at the step they agreed on
-    checkpoints = tmp_path / "run" / "checkpoints"
-    assert tf.train.latest_checkpoint(str(checkpoints)).endswith(f"ckpt-{steps[0]}")
-    resume_at = steps[0]
-    if platform == "gcp":  # damage the newest: both workers must fall back past it
+        steps = []
+        for status, err in finish(processes, timeout=300):
+            assert status == 128 + signal.SIGTERM, err[-3000:]
+            assert "resuming" not in err  # both started afresh, at step 0
+            steps.append(int(re.search(r"stopped by SIGTERM after step (\d+)", err).group(1)))
+        assert steps[0] == steps[1]  # both saved at the step they agreed on
+        assert not (run_dir / "metrics.jsonl").exists()  # the old run's epoch is gone
+        checkpoints = run_dir / "checkpoints"
+        assert tf.train.latest_checkpoint(str(checkpoints)).endswith(f"ckpt-{steps[0]}")
+        # Damage the newest: both workers must fall back past it, to the same one.
         data_file = next(checkpoints.glob(f"ckpt-{steps[0]}.data-*"))
         data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 2])
         resume_at = max(int(p.name.split("-")[1].split(".")[0])
                         for p in checkpoints.glob("ckpt-*.index") if p.name != (
                             f"ckpt-{steps[0]}.index"))
-    for status, err in finish(start_workers(tmp_path, cache_dir, *args, env=env)):
-        assert status == 0, err[-3000:]
-        assert f"resuming {tmp_path / 'run'} at step {resume_at}" in err
-        if platform == "gcp":
-            assert f"ckpt-{steps[0]} cannot be restored" in err
-    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["epoch"] for r in records] == [1]
-
-
-@pytest.mark.slow
-def test_overwrite_on_two_workers_starts_both_afresh_and_they_end_with_the_same_weights(
-        tmp_path, private_cache):
-    cache_dir = private_cache  # its features file is watched below: no other test's
-    first = finish(start_workers(tmp_path, cache_dir, "--epochs=1", "--eval_every=0"))
-    assert all(status == 0 for status, _ in first), first[0][1][-3000:]
-    # Each worker with a cache of its own: the chief's holds the real images' features,
-    # the other's only the same classifier. Both must compute them together (it takes
-    # collectives) or neither: a worker alone would wait for the other forever.
-    classifier = DigitsClassifier(cache_dir)
-    evaluator.real_features(classifier, data.load_images("digits", 16), "digits-16px",
-                            cache_dir, 50, held_out=True)  # as training computes them
-    cached = glob.glob(os.path.join(cache_dir, "features-digits-digits-16px-50-*.npz"))
-    assert len(cached) == 1
-    written = os.path.getmtime(cached[0])
-    own_cache = classifier_only_cache(cache_dir, tmp_path / "own-cache")
-    # Again with --overwrite: the chief deletes the run while the other worker starts.
-    ended = finish(start_workers(tmp_path, [cache_dir, str(own_cache)], "--epochs=1",
-                                 "--eval_samples=50", "--overwrite"))
+        ended = finish(start_workers(tmp_path, [cache_dir, str(own_cache)], *args, env=env))
     for status, err in ended:
         assert status == 0, err[-3000:]
-        assert "resuming" not in err  # both started at step 0
+        assert f"resuming {run_dir} at step {resume_at}" in err
+        assert f"ckpt-{steps[0]} cannot be restored" in err
     # The chief found the features (its file is the one written above), the other worker
     # computed them under the same key, both together.
     assert os.path.getmtime(cached[0]) == written
     assert os.listdir(own_cache) and os.path.basename(cached[0]) in os.listdir(own_cache)
     assert "on 2 replica(s)" in ended[0][1] and "non-chief worker" not in ended[0][1]
-    chief_dir = tmp_path / "run"
-    records = [json.loads(line) for line in open(chief_dir / "metrics.jsonl")]
+    records = RunDir(str(run_dir)).read_metrics()
     assert [r["epoch"] for r in records] == [1] and "digits_fid" in records[-1]
     # Only the chief (worker 0) writes the run directory; the other keeps its
     # checkpoints elsewhere, and both end with the same weights, bit for bit.
     other_checkpoints = re.search(r"non-chief worker: checkpoints in (\S+)",
                                   ended[1][1]).group(1)
-    assert not other_checkpoints.startswith(str(chief_dir))
-    chief = tf.train.load_checkpoint(str(chief_dir / "checkpoints"))
+    assert not other_checkpoints.startswith(str(run_dir))
+    chief = tf.train.load_checkpoint(str(checkpoints))
     other = tf.train.load_checkpoint(other_checkpoints)
     names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("generator/",
                                                                            "discriminator/"))]

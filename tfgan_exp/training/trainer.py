@@ -317,8 +317,6 @@ def run(config: Config) -> Optional[dict]:
         with stopping.deferred():
             lease = _take_lease(config.run_dir, chief, agree)
             signum = stopping.received()
-        # In a cluster a signal that came after the workers agreed is left recorded: the
-        # first training call stops every worker at one step (ClusterStop).
         if signum is not None and agree is None:
             raise stopping.Interrupted(signum)
         # Read under the lease: until then another process may be overwriting the run,
@@ -334,8 +332,13 @@ def run(config: Config) -> Optional[dict]:
                 f"{', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}); it is "
                 "not trained again: --retry_diverged resumes it from its last good "
                 "checkpoint, --overwrite starts it afresh")
+        # In a cluster, a worker that stopped alone during start-up would leave the others
+        # at a collective it never joins: from the lease on, a signal there is only
+        # recorded, and the workers ask each other between start-up stages
+        # (_stop_together), then after every training call (ClusterStop).
         with (stopping.on_request(lease.mark_stopping) if lease
-              else contextlib.nullcontext()):
+              else contextlib.nullcontext()), (
+                stopping.deferred() if cluster else contextlib.nullcontext()):
             record = _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
                             invocation)
         if chief:
@@ -386,10 +389,7 @@ def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
         outcome = agree(2 if signalled else 1 if problem else 0)
         if outcome == 2 and interrupted is None:
             interrupted = (stopping.Interrupted(stopping.received()) if signalled else
-                           stopping.Interrupted(
-                               signal.SIGTERM, "stopped before training started: another "
-                               "worker of the cluster was stopped; nothing of this run was "
-                               "written. Run the same command to start it."))
+                           _stopped_elsewhere())
         elif outcome == 1 and problem is None:
             problem = UsageError(f"the chief worker could not take the lease of {path}; "
                                  "see its output")
@@ -400,6 +400,24 @@ def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
     return lease
 
 
+def _stop_together(agree) -> None:
+    """In a cluster, between start-up stages: raises Interrupted on every worker if a
+    stop signal (recorded, see ``run``) reached any of them. ``agree``: None outside a
+    cluster, where a signal stops the process at once and this does nothing."""
+    if agree is None:
+        return
+    signum = stopping.received()
+    if agree(2 if signum is not None else 0) == 2:
+        raise stopping.Interrupted(signum) if signum is not None else _stopped_elsewhere()
+
+
+def _stopped_elsewhere() -> stopping.Interrupted:
+    """What a worker that received no signal raises when another worker was stopped."""
+    return stopping.Interrupted(
+        signal.SIGTERM, "stopped before training started: another worker of the cluster "
+        "was stopped; nothing of this run was written. Run the same command to start it.")
+
+
 def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool, agree,
            overwrite: bool, invocation: str) -> Optional[dict]:
     """``run`` once the lease is held: load, build, prepare the folder, resume, fit."""
@@ -408,8 +426,10 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
         images = data.load_images(config.dataset, config.image_size, config.data_dir)
         batches = data.TrainingBatches(images, config.batch_size, config.d_steps,
                                        config.latent_dim, config.seed)
+    _stop_together(agree)
     with timeline.span("classifier and real features", timeline.SCORER):
         scorer = make_scorer(config, images, strategy, agree, chief)
+    _stop_together(agree)
     model_start = time.time()
     tf.keras.utils.set_random_seed(config.seed)  # initial weights
     with strategy.scope():
