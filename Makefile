@@ -25,15 +25,18 @@ demo: $(STAMP)
 
 # The suite runs in TEST_WORKERS pytest processes (pytest-xdist), one more than the
 # cores (at most 8): many tests wait on the training processes they start, and a Slurm
-# test waits two minutes on Slurm's requeue delay while the other workers go on.
+# test waits two minutes on Slurm's requeue delay while the other workers go on. Tests
+# are handed out one at a time, longest first (tests/conftest.py), so that no worker
+# holds a queue of long tests while another is idle.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 8 ? n + 1 : 8 )))
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk=1
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PYTEST)
 
 # The unit tests only: every test not marked slow (those train, or start training
 # processes, end to end). For the edit-test loop; `make test` is what CI runs.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Removes the virtual environment only: runs/ holds results, which `make clean-runs`
 # removes, when asked for by name.

@@ -156,6 +156,28 @@ def cache_dir(tmp_path_factory, worker_id):
     return str(shared)
 
 
+def made_once(tmp_path_factory, worker_id, name, make):
+    """A folder ``make(path)`` fills once per test session, shared by the workers of
+    ``pytest -n`` (the first to ask makes it under a file lock, the others wait for it);
+    returns its path. For what a module's tests only read, as a module fixture would
+    otherwise be set up again in every worker that runs one of them."""
+    if worker_id == "master":  # one process: pytest without -n
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    import fcntl
+    folder = tmp_path_factory.getbasetemp().parent / name
+    with open(f"{folder}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        made = folder / ".made"
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
 def classifier_only_cache(cache_dir: str, folder) -> str:
     """Makes ``folder`` a cache holding only ``cache_dir``'s trained digits classifier
     (training it there first if needed); returns its path."""

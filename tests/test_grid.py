@@ -1,5 +1,6 @@
 """Grids: every combination of any setting, named by what varies, checked before the
 first run trains; random search; shards; several runs at once; divergence as a result."""
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ from conftest import command_line, run_command
 from tfgan_exp.grids import grid, launch, search
 from tfgan_exp.gan import losses
 from tfgan_exp.report import writer
+from tfgan_exp.runtime import timeline
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir, check_writable
 
@@ -377,6 +379,17 @@ def test_two_shards_train_each_run_once_and_the_report_covers_all(tmp_path, cach
     assert again.returncode == 0 and again.stderr.count("already trained") == 2
 
 
+def cores_of(pid):
+    """The CPU cores any thread of process ``pid`` may run on."""
+    cores = set()
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            cores |= os.sched_getaffinity(int(thread))
+        except ProcessLookupError:  # the thread has ended meanwhile
+            pass
+    return cores
+
+
 @pytest.mark.slow
 def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, cache_dir):
     root = tmp_path / "grid"
@@ -393,18 +406,19 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
         if len(pids) == 2:
             break
         assert time.time() < deadline
-    # Polled, not checked per output line: lines come once an epoch, and by the next one
-    # the faster run could have finished.
-    while not all((root / n / "checkpoints" / "checkpoint").exists() for n in pids):
+    # Each process's cores, read once its run has trained a step (a child pins itself as
+    # it starts), while it has most of its run ahead of it. Polled, not checked per
+    # output line: lines come once an epoch.
+    masks = {}
+    while len(masks) < len(pids):
+        for name, pid in pids.items():
+            if name not in masks and (root / name / "checkpoints" / "checkpoint").exists():
+                masks[name] = cores_of(pid)
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.02)
-    for pid in pids.values():
-        os.kill(pid, 0)  # both processes are alive at once (raises if one is not)
     if len(os.sched_getaffinity(0)) >= 2:  # each pinned, every thread, to its own cores
-        masks = [set().union(*(os.sched_getaffinity(int(thread))
-                               for thread in os.listdir(f"/proc/{pid}/task")))
-                 for pid in pids.values()]
-        assert all(masks) and not masks[0] & masks[1]
+        first, second = masks.values()
+        assert first and second and not first & second
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, rest
@@ -412,6 +426,17 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
     # A run may still end just before the signal reaches it; every run stopped resumes.
     stopped = re.findall(r"\[parallel\] (\S+) stopped \(exit status", rest)
     assert stopped and set(stopped) <= set(pids), rest
+    # Two processes at once: each slot's row of the timeline (its start-up, its run)
+    # overlaps the other's. (Their runs need not: one may train whole while the other
+    # still starts.)
+    with open(root / "timeline.json") as handle:
+        events = [e for e in json.load(handle)["traceEvents"] if "dur" in e]
+    rows = {}
+    for event in events:
+        if event.get("cat") in (timeline.STARTUP, timeline.RUN):
+            begin, end = rows.get(event["tid"], (event["ts"], event["ts"]))
+            rows[event["tid"]] = (min(begin, event["ts"]), max(end, event["ts"] + event["dur"]))
+    assert len(rows) == 2 and max(b for b, _ in rows.values()) < min(e for _, e in rows.values())
     resumed = run_command(*args, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     for name in pids:

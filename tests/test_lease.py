@@ -30,12 +30,12 @@ def stamp(seconds_ago):
 
 
 def write_record(directory, seconds_ago, host="node7", pid=4242, state="training"):
-    """A lease record as another process would have left it."""
+    """A lease record as another process would have left it: written whole (renamed into
+    place), as every holder writes it, so a reader never sees half of one."""
     os.makedirs(directory, exist_ok=True)
     record = {"host": host, "pid": pid, "job": "99_3", "started": stamp(600),
               "heartbeat": stamp(seconds_ago), "state": state, "token": "theirs"}
-    with open(os.path.join(directory, lease.LEASE_FILE), "w") as f:
-        json.dump(record, f)
+    write_atomically(os.path.join(directory, lease.LEASE_FILE), json.dumps(record))
 
 
 def wait_for(condition, what, timeout=120):

@@ -98,25 +98,44 @@ def test_the_costliest_runs_start_first():
 
 
 @pytest.mark.slow
-def test_a_study_queues_its_phases_together_and_a_tuned_phase_waits_for_its_search(
-        tmp_path, cache_dir):
+def test_a_study_queues_its_phases_together_stops_on_sigterm_and_resumes(tmp_path,
+                                                                         cache_dir):
     root = tmp_path / "study"
     args = ["-m", "tfgan_exp.study", f"--run_dir={root}", "--parallel=2",
             f"--cache_dir={cache_dir}", *TINY, "--eval_every=1",
-            "--phase=seeds: --g_loss=minimax,hinge --seeds=2 --epochs=2",
+            "--checkpoint_every_steps=5",
+            "--phase=seeds: --g_loss=minimax,hinge --seeds=1 --epochs=2",
             "--phase=search: --g_loss=minimax,hinge --search=2 --epochs=1",
             "--phase=tuned: --g_loss=minimax,hinge --seed=100 --epochs=1 "
             "--tuned_from=search"]
-    done = run_command(*args, timeout=600)
+    process = subprocess.Popen([sys.executable, *args], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                                   os.path.dirname(os.path.abspath(__file__)))))
+    deadline = time.time() + 300
+    while not list(root.glob("*/*/checkpoints/checkpoint")):  # a run has trained a step
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM, run it again to resume" in err.splitlines()[-1]
+    stopped = [line.split()[1] for line in out.splitlines()
+               if line.startswith("[parallel] ") and " stopped (exit status" in line]
+    assert stopped, out[-3000:]
+
+    done = run_command(*args, timeout=600)  # run again: resumes
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stderr.splitlines()[-1] == ("grid: 10 runs: 10 finished, 0 diverged, "
-                                           "0 failed")
+    assert done.stderr.splitlines()[-1] == "grid: 8 runs: 8 finished, 0 diverged, 0 failed"
+    for name in stopped:
+        assert f"[{name}] resuming" in done.stdout
     order, events = runs_in_trace(root / "timeline.json")
     assert len({slot for _, _, slot in order}) == 2 and len({pid for _, pid, _ in order}) == 2
     # The search first (the tuned phase waits for it), then the 2-epoch seeds before the
     # 1-epoch tuned runs; every tuned run starts after every search run has ended.
-    assert all(name.startswith("search/") for name, _, _ in order[:4])
-    assert all(name.startswith("tuned/") for name, _, _ in order[-2:])
+    phases = [name.split("/")[0] for name, _, _ in order]
+    assert phases == sorted(phases, key=["search", "seeds", "tuned"].index), phases
+    assert phases.count("tuned") == 2 and phases.count("seeds") == 2
     runs = {e["name"]: e for e in events if e.get("cat") == timeline.RUN}
     last_search = max(e["ts"] + e["dur"] for n, e in runs.items() if n.startswith("search/"))
     assert all(e["ts"] >= last_search for n, e in runs.items() if n.startswith("tuned/"))
@@ -124,9 +143,14 @@ def test_a_study_queues_its_phases_together_and_a_tuned_phase_waits_for_its_sear
         "tuned/g_loss=hinge,seed=100", "tuned/g_loss=minimax,seed=100"]
     with open(root / "tuned" / "tuned.json") as handle:
         assert json.load(handle)["search"] == str(root / "search")
-    again = run_command(*args)  # resumed: every phase is done, none trains again
+    for folder in root.glob("*/*"):
+        if folder.is_dir():  # every epoch once, through the stop
+            epochs = 2 if folder.parent.name == "seeds" else 1
+            assert [r["epoch"] for r in RunDir(str(folder)).read_metrics()] == list(
+                range(1, epochs + 1)), folder
+    again = run_command(*args)  # every phase is done: none trains again
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("already trained") == 10 and "started" not in again.stdout
+    assert again.stdout.count("already trained") == 8 and "started" not in again.stdout
 
 
 @pytest.mark.parametrize("phase, says", [
@@ -244,33 +268,3 @@ print("ok")
                           timeout=120, env=dict(os.environ, PYTHONPATH=os.path.dirname(
                               os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
-
-
-@pytest.mark.slow
-def test_sigterm_stops_a_study_and_running_it_again_resumes(tmp_path, cache_dir):
-    root = tmp_path / "study"
-    args = ["-m", "tfgan_exp.study", f"--run_dir={root}", "--parallel=2",
-            f"--cache_dir={cache_dir}", *TINY, "--eval_every=0",
-            "--checkpoint_every_steps=5",
-            "--phase=seeds: --g_loss=minimax,hinge --seeds=2 --epochs=3"]
-    process = subprocess.Popen([sys.executable, *args], cwd=tmp_path, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=dict(os.environ, PYTHONPATH=os.path.dirname(
-                                   os.path.dirname(os.path.abspath(__file__)))))
-    for line in process.stdout:  # a run has started in a slot
-        if line.startswith("[parallel] started"):
-            break
-    deadline = time.time() + 300
-    while not list(root.glob("seeds/*/checkpoints/checkpoint")):  # it has trained a step
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "stopped by SIGTERM, run it again to resume" in err.splitlines()[-1]
-    resumed = run_command(*args, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stderr.splitlines()[-1] == "grid: 4 runs: 4 finished, 0 diverged, 0 failed"
-    for folder in root.glob("seeds/*"):
-        if folder.is_dir():
-            assert [r["epoch"] for r in RunDir(str(folder)).read_metrics()] == [1, 2, 3]

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from conftest import made_once
 from tfgan_exp.gan import losses
 from tfgan_exp.training import trainer
 from tfgan_exp.config import Config, UsageError
@@ -23,12 +24,18 @@ def tiny_cache(cache_dir):
     TINY["cache_dir"] = cache_dir  # never the user's ~/.cache
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_cache):
-    run_dir = str(tmp_path_factory.mktemp("run") / "digits")
-    config = Config(epochs=2, run_dir=run_dir, **TINY)
-    last = trainer.run(config)
-    return run_dir, config, last
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, worker_id, cache_dir):
+    """A tiny 2-epoch run the tests read (or copy): (run folder, Config, last record)."""
+    settings = dict(TINY, epochs=2, cache_dir=cache_dir)
+
+    def train(folder):
+        last = trainer.run(Config(run_dir=str(folder / "digits"), **settings))
+        (folder / "last.json").write_text(json.dumps(last))
+
+    folder = made_once(tmp_path_factory, worker_id, "finished-run", train)
+    config = Config(run_dir=str(folder / "digits"), **settings)
+    return config.run_dir, config, json.loads((folder / "last.json").read_text())
 
 
 def read_metrics(run_dir):
@@ -123,7 +130,7 @@ def test_a_resume_from_an_older_checkpoint_leaves_one_point_per_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_same_command_resumes_where_it_stopped(finished_run, tmp_path, capsys):
-    # A copy: the module's finished run stays two epochs long for the other tests.
+    # A copy: the shared finished run stays two epochs long for the other tests.
     run_dir = str(tmp_path / "digits")
     shutil.copytree(finished_run[0], run_dir)
     before = read_metrics(run_dir)
@@ -141,8 +148,9 @@ def test_same_command_resumes_where_it_stopped(finished_run, tmp_path, capsys):
     assert trainer.run(Config(epochs=3, run_dir=run_dir, **TINY))["epoch"] == 3
 
 
-def test_a_directory_with_other_settings_is_refused(finished_run):
-    run_dir = finished_run[0]
+def test_a_directory_with_other_settings_is_refused(finished_run, tmp_path):
+    run_dir = str(tmp_path / "digits")  # a copy: other workers read the shared one
+    shutil.copytree(finished_run[0], run_dir)
     with pytest.raises(UsageError, match="g_loss: 'nonsat' there, 'hinge' now.*--overwrite"):
         trainer.run(Config(epochs=3, run_dir=run_dir, g_loss="hinge", **TINY))
     assert [r["epoch"] for r in read_metrics(run_dir)][:2] == [1, 2]
