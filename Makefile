@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 # The suite runs in TEST_WORKERS pytest processes (pytest-xdist), one more than the
 # cores (at most 8): many tests wait on the training processes they start, and a Slurm
-# test waits two minutes on Slurm's requeue delay while the other workers go on. Tests
+# test waits on Slurm's requeue delay while the other workers go on. Tests
 # are handed out one at a time, longest first (tests/conftest.py), so that no worker
 # holds a queue of long tests while another is idle.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 8 ? n + 1 : 8 )))

@@ -87,7 +87,7 @@ SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={node_port}
 AuthType=auth/munge
-AuthInfo=socket={socket_path}
+AuthInfo=socket={socket_path},cred_expire=20
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root

@@ -130,13 +130,27 @@ def wait_for_checkpoint(processes, run_dir, before, timeout=300):
     state_file = run_dir / "checkpoints" / "checkpoint"
     deadline = time.time() + timeout
     while not state_file.exists() or state_file.read_text() in (before, ""):
-        assert all(p.poll() is None for p in processes) and time.time() < deadline
+        assert all(p.poll() is None for p in processes) and time.time() < deadline, (
+            ended(processes))
         time.sleep(0.05)
 
 
 def finish(processes, timeout=400):
-    outputs = [p.communicate(timeout=timeout) for p in processes]
+    """[(exit status, stderr)] of ``processes`` once they end; any still running after
+    ``timeout`` seconds (a worker waiting for one that is gone) is killed first, so
+    that a failing test leaves no worker behind."""
+    try:
+        outputs = [p.communicate(timeout=timeout) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+        outputs = [p.communicate() for p in processes]
     return [(p.returncode, err) for p, (_, err) in zip(processes, outputs)]
+
+
+def ended(processes):
+    """What a failed wait shows: every worker's status and stderr, the others killed."""
+    return finish(processes, timeout=5)
 
 
 @pytest.mark.slow
@@ -165,7 +179,7 @@ def test_two_workers_stop_together_in_start_up_and_at_one_step_and_fall_back_tog
         # is past every step of its start-up that TensorFlow's own SIGTERM handler
         # could take the signal in (see distribute.make_strategy).
         while not glob.glob(os.path.join(cache_dir, "digits_classifier_*.lock")):
-            assert all(p.poll() is None for p in processes), finish(processes)
+            assert all(p.poll() is None for p in processes), ended(processes)
             time.sleep(0.01)
         processes[1].send_signal(signal.SIGTERM)  # a preemption notice during start-up
         for status, err in finish(processes, timeout=300):

@@ -3,8 +3,9 @@ preparation, array and report in order, a task preempted with its USR1 requeued 
 and resumed from its checkpoint, every run trained once, every attempt in the task's log.
 
 Skipped, with the reason, where Slurm cannot be installed or started (.ci/run installs
-it, so CI runs this). Slurm holds a requeued task for about two minutes before it may
-start again (its EligibleTime), so this test takes a few minutes.
+it, so CI runs this). Slurm holds a requeued task for its credentials' lifetime plus a
+second before it may start again (its EligibleTime): 121 s by default, 21 s on this
+test's cluster (``cred_expire=20``), so that a second requeue does not cost minutes.
 """
 import json
 import os

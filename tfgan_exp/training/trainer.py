@@ -309,6 +309,13 @@ def run(config: Config) -> Optional[dict]:
     cluster = distribute.is_cluster(config.strategy, config.tpu)
     agree = distribute.agreement(strategy) if cluster else None
     lease = None
+    # In a cluster, a worker that stopped alone during start-up would leave the others at
+    # a collective it never joins: from before the lease on, a stop signal is only
+    # recorded, and the workers ask each other as they take the lease, between start-up
+    # stages (_stop_together), then after every training call (ClusterStop).
+    in_cluster = contextlib.ExitStack()
+    if cluster:
+        in_cluster.enter_context(stopping.deferred())
     try:
         # A stop signal while the lease is taken acts once ``lease`` is assigned (and so
         # released below): acted on at once, it could come between the lease's record
@@ -332,13 +339,8 @@ def run(config: Config) -> Optional[dict]:
                 f"{', '.join(f'{k} = {v}' for k, v in earlier['values'].items())}); it is "
                 "not trained again: --retry_diverged resumes it from its last good "
                 "checkpoint, --overwrite starts it afresh")
-        # In a cluster, a worker that stopped alone during start-up would leave the others
-        # at a collective it never joins: from the lease on, a signal there is only
-        # recorded, and the workers ask each other between start-up stages
-        # (_stop_together), then after every training call (ClusterStop).
         with (stopping.on_request(lease.mark_stopping) if lease
-              else contextlib.nullcontext()), (
-                stopping.deferred() if cluster else contextlib.nullcontext()):
+              else contextlib.nullcontext()):
             record = _train(config, run_dir, strategy, chief, cluster, agree, overwrite,
                             invocation)
         if chief:
@@ -348,6 +350,7 @@ def run(config: Config) -> Optional[dict]:
         with stopping.deferred(), timeline.span("lease released", timeline.RUN_END):
             if lease is not None:  # (a signal now must not cut the release short)
                 lease.release(remove_unused=True)
+        in_cluster.close()
 
 
 _runs_in_this_process = [0]
@@ -522,6 +525,8 @@ def _train(config: Config, run_dir: RunDir, strategy, chief: bool, cluster: bool
                       file=sys.stderr)
                 records = run_dir.read_metrics()
                 return records[-1] if records else None
+            if stop is not None:
+                stop.poll()  # every worker asks: a signal during start-up's last stages
             stopped_by = stop.agreed if stop else signals.received
             if stopped_by is not None:  # came while the folder was prepared: nothing trained
                 raise Interrupted(stopped_by, f"stopped by {signal.Signals(stopped_by).name} "
