@@ -347,10 +347,11 @@ def run(config: Config) -> Optional[dict]:
             run_dir.clear_failure()  # this attempt succeeded: an older failure is history
         return record
     finally:
-        with stopping.deferred(), timeline.span("lease released", timeline.RUN_END):
+        # (in_cluster is left last, even if the release fails)
+        with in_cluster, stopping.deferred(), timeline.span("lease released",
+                                                            timeline.RUN_END):
             if lease is not None:  # (a signal now must not cut the release short)
                 lease.release(remove_unused=True)
-        in_cluster.close()
 
 
 _runs_in_this_process = [0]
