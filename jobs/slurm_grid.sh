@@ -63,11 +63,16 @@ CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-10000}
 # KillWait run out ends as TIMEOUT: submitting the same tasks again resumes them from
 # their last checkpoint (at most CHECKPOINT_EVERY steps lost).
 time_limit=0
-trap 'time_limit=1; kill -TERM "$child" 2>/dev/null || true' USR1
-trap 'kill -TERM "$child" 2>/dev/null || true' TERM
+stopping=0
+child=""
+stop_child() { if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; fi; }
+trap 'time_limit=1; stopping=1; stop_child' USR1
+trap 'stopping=1; stop_child' TERM
 $PYTHON "${TFGAN_EXP_REPO:-.}/run.py" $GRID_FLAGS --run_dir="$RUN_DIR" --shard=auto \
   --checkpoint_every_steps="$CHECKPOINT_EVERY" ${EXTRA_FLAGS:-} &
 child=$!
+# A signal that came while run.py was being started found no child to pass it to.
+if [ "$stopping" = 1 ]; then stop_child; fi
 status=0
 wait "$child" || status=$?
 while [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; do

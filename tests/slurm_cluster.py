@@ -80,6 +80,9 @@ class SlurmCluster:
         state = {name: os.path.join(self.folder, name) for name in ("state", "spool", "log")}
         for path in state.values():
             os.makedirs(path)
+        # At least 4 CPUs, whatever the machine has (config_overrides: slurmd takes the
+        # configured count): a test's jobs wait on Slurm more than they compute.
+        cpus = max(os.cpu_count() or 1, 4)
         conf = os.path.join(self.folder, "slurm.conf")
         with open(conf, "w") as f:
             f.write(f"""ClusterName=tfgantest
@@ -107,8 +110,10 @@ JobCompType=jobcomp/filetxt
 JobCompLoc={state['log']}/jobcomp.txt
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 MinJobAge=3600
+DefMemPerCPU=500
+SlurmdParameters=config_overrides
 ReturnToService=2
-NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=4000 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=4000 State=UNKNOWN
 PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
         self.env = {"SLURM_CONF": conf}

@@ -1,6 +1,7 @@
 """The Slurm job files on a real one-node Slurm on loopback (Debian's slurm-wlm 22.05):
 preparation, array and report in order, a task preempted with its USR1 requeued alone
-and resumed from its checkpoint, every run trained once, every attempt in the task's log.
+and resumed from its checkpoint, every run trained once, every attempt in the task's log;
+and a task whose USR1 comes from its real time limit, requeued by its own script.
 
 Skipped, with the reason, where Slurm cannot be installed or started (.ci/run installs
 it, so CI runs this). Slurm holds a requeued task for its credentials' lifetime plus a
@@ -82,6 +83,7 @@ def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp
             return tmp_path / found.group(1)
         return None
 
+    time_limited = submit_a_task_that_reaches_its_time_limit(tmp_path, env)
     folder = wait_for(lambda: checkpointed(preempted), 300, "the task never checkpointed")
     subprocess.run(["scancel", "-b", "-s", "USR1", f"{grid_job}_{preempted}"], env=env,
                    check=True, timeout=30)
@@ -107,3 +109,41 @@ def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp
         assert len(attempts) == (2 if task == preempted else 1), path
         assert {a["job"] for a in attempts} == {f"{grid_job}_{task}"}
     assert (run_dir / "report" / "report.md").exists()
+    # The time limit's own USR1 (from slurmctld, not scancel): the task stopped its
+    # child, requeued itself by its task id, and its second attempt finished.
+    wait_for(lambda: slurm.job(time_limited).get("JobState") in ("COMPLETED", "FAILED",
+                                                                  "TIMEOUT"), 300,
+             "the time-limited task did not end")
+    fields = slurm.job(time_limited)
+    log = (tmp_path / f"slurm-limit-{time_limited.replace('_', '-')}.out").read_text()
+    assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", log
+    assert log.count("attempt ") == 2 and "stopped by SIGTERM" in log, log
+    assert f"requeueing {time_limited}" in log and log.endswith("finished\n"), log
+    assert "TIME LIMIT" not in log, log
+
+
+STAND_IN = """#!/bin/bash
+# Stands in for Python under jobs/slurm_grid.sh: its first attempt trains until a
+# SIGTERM (exit 143, as run.py after its checkpoint), its second finishes at once.
+if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then
+  trap 'echo "stopped by SIGTERM"; exit 143' TERM
+  while true; do sleep 0.1; done
+fi
+echo finished
+"""
+
+
+def submit_a_task_that_reaches_its_time_limit(tmp_path, env):
+    """Submits jobs/slurm_grid.sh as a one-task array with a two-minute limit, so that
+    its USR1 (``--signal=B:USR1@120``) comes from Slurm's own time-limit check, within
+    30 s of the start; Python is a stand-in that costs no CPU. Returns the task's id."""
+    stand_in = tmp_path / "python-stand-in"
+    stand_in.write_text(STAND_IN)
+    stand_in.chmod(0o755)
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--export=ALL", "--array=0", "--time=2", "--mem=64M",
+         "--cpus-per-task=1", f"--output={tmp_path}/slurm-limit-%A-%a.out",
+         os.path.join(REPO, "jobs", "slurm_grid.sh")], cwd=tmp_path,
+        env=dict(env, PYTHON=str(stand_in)), capture_output=True, text=True, timeout=60)
+    assert job.returncode == 0, job.stderr
+    return f"{job.stdout.strip()}_0"
