@@ -120,7 +120,7 @@ def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_
             "significant only if its p is below 0.0083") in verdict
     assert "only complete separation (P(better) = 0 or 1) gives that" in verdict
     assert "Runs per loss for 80% power" in verdict and "minimax: about" in verdict
-    assert "hinge: more than 200" in verdict  # the same scores: no n detects a difference
+    assert "hinge: none (no difference seen to detect)" in verdict  # the same scores
     groups = section(text, "### Groups", "###")
     assert "| minimax / bce | 5 | 3 | 0 | 93.8% | 2.200 [2.000, 2.400] |" in groups
     assert "### Failed runs" in text and "covers 1 of 10 digits" in text
@@ -150,7 +150,8 @@ def test_one_run_per_loss_gives_values_and_says_how_many_runs_a_test_needs(tmp_p
     text = report_text(tmp_path)
     verdict = section(text, "### Verdict", "###")
     assert "final digits score 5.50 against 7.00" in verdict
-    assert "**No test with a single run**" in verdict
+    assert "**Not testable**: with a single run on one side" in verdict
+    assert "n = 1 run per loss" in verdict
     assert "A test needs at least 5 runs per loss here (3 tests in this paragraph)" in verdict
     groups = section(text, "### Groups", "###")
     assert "| minimax / bce | 1 | 0 | 0 | – | 5.500 |" in groups  # a value, no interval
@@ -168,7 +169,7 @@ def test_one_run_against_five_and_a_group_where_every_run_diverged(tmp_path):
     verdict = section(text, "### Verdict", "###")
     minimax = verdict.split("*minimax / bce*")[1].split("\n")[0]
     assert "(1 run)" in minimax and "(66.7%)" in minimax  # the widest interval, its level
-    assert "**No test with a single run**" in minimax
+    assert "**Not testable**: with a single run on one side" in minimax
     hinge = verdict.split("*hinge / hinge*")[1].split("\n")[0]
     assert "no shift (no run with a value on one side)" in hinge
     assert "P(hinge better) = 0.00 [" in hinge and "failed in 5 of 5 runs" in hinge
@@ -437,3 +438,67 @@ def test_an_older_run_folder_counts_once_with_its_twin(tmp_path):
     runs = analysis.find_runs(str(tmp_path))
     assert len(runs) == 1 and runs[0].dir.endswith("old") and runs[0].duplicates
     assert runs[0].config["width"] == config.width == 16
+
+
+def test_a_reference_loss_absent_or_misspelt_and_a_d_loss_axis_are_named_plainly(tmp_path):
+    for seed in range(3):
+        for g_loss, d_loss, score in (("nonsat", "bce", 6.0), ("nonsat", "hinge", 7.0),
+                                      ("hinge", "hinge", 6.5)):
+            write_run(tmp_path / "both", f"{g_loss}-{d_loss}-{seed}", [score + 0.1 * seed],
+                      g_loss=g_loss, d_loss=d_loss, seed=seed)
+        write_run(tmp_path / "no-nonsat", f"minimax-{seed}", [5.0 + seed], g_loss="minimax",
+                  seed=seed)
+        write_run(tmp_path / "no-nonsat", f"hinge-{seed}", [6.0 + seed], g_loss="hinge",
+                  seed=seed)
+    # Two groups share the generator loss nonsat: sentences name the whole label.
+    verdict = section(report_text(tmp_path / "both"), "### Verdict", "###")
+    assert "reference: nonsat / bce)" in verdict
+    assert "P(nonsat / hinge better) = 1.00" in verdict and "P(hinge better)" in verdict
+    assert "from nonsat / bce at this n" in verdict or "than nonsat / bce" in verdict
+    assert "nonsat / hinge: about" in verdict
+    # No nonsat runs: the stand-in reference is said to be one.
+    verdict = section(report_text(tmp_path / "no-nonsat"), "### Verdict", "###")
+    assert "reference: minimax / bce: nonsat has no runs here, so minimax / bce stands in" \
+        in verdict
+    with pytest.raises(UsageError, match=r"--reference_loss=nonsta: not a generator loss; "
+                       r"one of minimax, nonsat"):
+        writer.write_report(str(tmp_path / "no-nonsat"), reference_loss="nonsta")
+
+
+def test_a_setting_only_some_runs_record_splits_groups_and_lone_groups_are_named(tmp_path):
+    for seed in range(2):
+        for g_loss in ("nonsat", "hinge"):
+            write_run(tmp_path, f"a-{g_loss}-{seed}", [6.0], g_loss=g_loss, seed=seed)
+            config = write_run(tmp_path, f"z-{g_loss}-{seed}", [7.0], g_loss=g_loss,
+                               seed=seed)
+            # A setting from a newer version, which this one does not know.
+            path = os.path.join(config.run_dir, "config.json")
+            with open(path) as f:
+                saved = json.load(f)
+            with open(path, "w") as f:
+                json.dump(dict(saved, g_ema=0.999), f)
+    write_run(tmp_path, "wide-nonsat", [6.0], g_loss="nonsat", width=8)
+    text = report_text(tmp_path)
+    groups = section(text, "### Groups", "###")
+    assert "| nonsat / bce, width=16, g_ema=0.999 | 2 |" in groups  # never seed 0 twice
+    assert "| nonsat / bce, width=16, g_ema=None | 2 |" in groups
+    verdict = section(text, "### Verdict", "###")
+    assert verdict.count("**digits, 1 epoch, width=16, g_ema=") == 2
+    assert "Not compared: nonsat / bce, width=8, g_ema=None (no group of another loss" \
+        in verdict
+
+
+def test_a_search_with_one_untied_setting_per_loss_is_reported_and_one_run_has_no_equivalence(
+        tmp_path):
+    write_search(tmp_path / "search", ["nonsat", "hinge"], 1,
+                 lambda c, trial: 6.0 if c.g_loss == "hinge" else 5.0)
+    search = section(report_text(tmp_path), "## digits: random search")
+    assert "1 distinct setting in all" in search and "tried by 2 losses: 2 runs" in search
+    assert ("higher digits score in 1 of 1 settings, lower in 0, tied in 0; p = 1 "
+            "(adjusted 1): no difference detected (with 1 untied setting no outcome") in search
+    write_run(tmp_path / "few", "nonsat-0", [5.0], g_loss="nonsat")
+    for seed in range(3):
+        write_run(tmp_path / "few", f"hinge-{seed}", [5.0], g_loss="hinge", seed=seed)
+    verdict = section(report_text(tmp_path / "few", equivalence_margin=0.5), "### Verdict",
+                      "###")
+    assert "equivalence within ±0.5 cannot be shown with a single run on one side" in verdict

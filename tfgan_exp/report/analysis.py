@@ -238,8 +238,9 @@ def judged(run: Run, key: str, keys: Keys, higher_is_better: bool) -> float:
 
 def varying_settings(runs: Sequence[Run], ignore=frozenset()) -> List[str]:
     """The settings, other than NOT_GROUPING and ``ignore``, on which ``runs`` differ,
-    in Config order."""
-    names = [k for k in runs[0].config if k not in NOT_GROUPING | ignore] if runs else []
+    in Config order. Every run's keys count: a setting only some runs record (one this
+    version does not know, kept from a newer one) differs where it is missing."""
+    names = dict.fromkeys(k for run in runs for k in run.config if k not in NOT_GROUPING | ignore)
     return [k for k in names if len({format_value(r.config.get(k)) for r in runs}) > 1]
 
 
@@ -283,9 +284,26 @@ def comparison_sets(groups: Dict[str, List[Run]], least: int = 2
 
 
 def reference_label(labels: Sequence[str], reference_loss: str) -> str:
-    """The label of ``reference_loss``'s group among ``labels``, else the first."""
+    """The label of ``reference_loss``'s group among ``labels``, else the first (the
+    report then says that the reference loss has no runs there: ``reference_note``)."""
     return next((label for label in labels if label.startswith(reference_loss + " ")),
                 labels[0])
+
+
+def reference_note(labels: Sequence[str], reference_loss: str) -> str:
+    """'' when ``reference_loss`` is among ``labels``, else why another loss stands in."""
+    chosen = reference_label(labels, reference_loss)
+    if chosen.startswith(reference_loss + " "):
+        return ""
+    return f"{reference_loss} has no runs here, so {chosen} stands in"
+
+
+def short_label(label: str, labels: Sequence[str]) -> str:
+    """A group's loss as sentences name it: the generator's loss ('hinge'), or the whole
+    label ('hinge / bce') where another of ``labels`` has the same generator loss."""
+    generator = label.split(" /")[0]
+    same = [other for other in labels if other.split(" /")[0] == generator]
+    return generator if len(same) <= 1 else label
 
 
 # --- random search --------------------------------------------------------------------

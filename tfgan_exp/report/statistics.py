@@ -264,10 +264,13 @@ def runs_for_power(a: Sequence[float], b: Sequence[float], threshold: float,
     that difference is itself uncertain).
 
     Simulated: both groups are resampled from these runs (their empirical
-    distributions, -inf/+inf for diverged runs included), ``draws`` times per size,
-    tested as the report tests (scipy's exact null up to 7 runs per group, its normal
-    approximation with the tie correction beyond). None when even ``max_runs`` per
-    group would not do (or the groups do not differ at all).
+    distributions, -inf/+inf for diverged runs included), ``draws`` times per size, and
+    tested with scipy's exact null up to 7 runs per group (which treats ties as broken)
+    and its normal approximation with the tie correction beyond. The report's own test
+    keeps ties in its permutation null, which at 7 runs costs 20 s per 1,000 draws here;
+    the two agreed to within a percentage point of power at 5 and 7 runs in a check
+    on a sample with ties. None when even ``max_runs`` per group would not do (or the groups do
+    not differ at all).
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     rng = np.random.default_rng(seed)
@@ -316,8 +319,8 @@ def paired_test(a: Sequence[float], b: Sequence[float], higher_is_better: bool) 
         difference = np.where(a == b, 0.0, a - b)  # inf - inf is a tie, not NaN
     better, worse = int(np.sum(difference > 0)), int(np.sum(difference < 0))
     ties = len(difference) - better - worse
-    if better + worse == 0:
-        return PairedTest(1.0, 0, 0, ties)
+    if better + worse < 2:  # one untied pair: both of its signs are as extreme, p = 1
+        return PairedTest(1.0, better, worse, ties)  # (scipy refuses fewer than two)
     method = scipy.stats.PermutationMethod(n_resamples=PERMUTATIONS, rng=0)
     result = scipy.stats.wilcoxon(difference, zero_method="wilcox", method=method)
     return PairedTest(float(result.pvalue), better, worse, ties)

@@ -38,7 +38,7 @@ from tfgan_exp.grids import search as search_lib
 from tfgan_exp.report import statistics as st
 from tfgan_exp.report.analysis import Keys, Run
 from tfgan_exp.command_line import fail, run_command
-from tfgan_exp.config import UsageError
+from tfgan_exp.config import G_LOSS_NAMES, UsageError
 from tfgan_exp.grids.grid import format_value
 
 F = flags.FLAGS
@@ -154,6 +154,7 @@ def verdict(sets, keys: Keys, reference_loss: str, margin: float = 0.0) -> List[
     for shared, loss_groups in sets:
         labels = list(loss_groups)
         reference = analysis.reference_label(labels, reference_loss)
+        stands_in = analysis.reference_note(labels, reference_loss)
         ref_runs = loss_groups[reference]
         config = ref_runs[0].config
         epochs = config["epochs"]
@@ -170,11 +171,12 @@ def verdict(sets, keys: Keys, reference_loss: str, margin: float = 0.0) -> List[
         for number, (label, found) in enumerate(zip(others, findings)):
             p_adj = dict(zip(("score", "fid", "failures"), adjusted[3 * number:3 * number + 3]))
             sentences.append(_loss_sentence(label, loss_groups[label], reference, ref_runs,
-                                            found, p_adj, keys, margin))
+                                            found, p_adj, keys, margin, labels))
         power = _power_sentence(others, findings, loss_groups, reference, tests, keys)
         made_with = _provenance_warning([r for runs in loss_groups.values() for r in runs])
         paragraphs.append(
-            f"**{context}** ({_n_text(loss_groups)}; reference: {reference}).\n\n"
+            f"**{context}** ({_n_text(loss_groups)}; reference: {reference}"
+            + (f": {stands_in}" if stands_in else "") + ").\n\n"
             + "\n".join(f"- {sentence}" for sentence in sentences)
             + f"\n\n{power}" + (f"\n\n{made_with}" if made_with else ""))
     return paragraphs
@@ -186,12 +188,13 @@ def _runs(n: int) -> str:
 
 def _n_text(loss_groups: Dict[str, List[Run]]) -> str:
     sizes = sorted({len(runs) for runs in loss_groups.values()})
-    return "n = " + "–".join(str(n) for n in sizes) + " runs per loss"
+    return ("n = " + "–".join(str(n) for n in sizes)
+            + (" run" if sizes == [1] else " runs") + " per loss")
 
 
 def _loss_sentence(label, runs, reference, ref_runs, found, p_adj, keys: Keys,
-                   margin: float) -> str:
-    short, ref_short = label.split(" /")[0], reference.split(" /")[0]
+                   margin: float, labels: Sequence[str]) -> str:
+    short, ref_short = (analysis.short_label(name, labels) for name in (label, reference))
     n, m = len(runs), len(ref_runs)
     parts, claims = [], []
     for metric, name, decimals in (("score", f"final {keys.label}", 2),
@@ -226,11 +229,14 @@ def _loss_sentence(label, runs, reference, ref_runs, found, p_adj, keys: Keys,
         listed = ", ".join(claims)
         conclusion = f"**{listed[0].upper() + listed[1:]}** than {ref_short}"
     elif n == 1 or m == 1:
-        conclusion = "**No test with a single run**"
+        conclusion = ("**Not testable**: with a single run on one side no test can reach "
+                      "significance")
     else:
         conclusion = f"**No difference detected** from {ref_short} at this n"
-    if margin > 0 and n > 1 and m > 1:
-        conclusion += "; " + _equivalence(found, keys, margin)
+    if margin > 0:
+        conclusion += "; " + (_equivalence(found, keys, margin) if n > 1 and m > 1 else
+                              f"equivalence within ±{margin:g} cannot be shown with a "
+                              "single run on one side")
     return f"*{label}* ({_runs(n)}): {'; '.join(parts)}. {conclusion}."
 
 
@@ -281,13 +287,16 @@ def _power_sentence(others, findings, loss_groups, reference, tests: int,
                 f"{at}, a difference is significant only if its p is below "
                 f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one), which "
                 f"needs P(better) ≥ {detectable:.2f} or ≤ {1 - detectable:.2f}.")
-    estimates = []
+    estimates, labels = [], list(loss_groups)
     for label, found in zip(others, findings):
         ranked, ref_ranked = found["score"]["ranked"]
         if len(ranked) < 3 or len(ref_ranked) < 3:
             continue
+        short = analysis.short_label(label, labels)
+        if found["score"]["better"].value == 0.5:  # neither side tends to win: no effect
+            estimates.append(f"{short}: none (no difference seen to detect)")
+            continue
         runs = st.runs_for_power(ranked, ref_ranked, threshold)
-        short = label.split(" /")[0]
         estimates.append(f"{short}: about {runs}" if runs else
                          f"{short}: more than {st.POWER_MAX_RUNS}")
     if estimates:
@@ -466,7 +475,15 @@ def study_section(title: str, prefix: str, groups: Dict[str, List[Run]], root: s
     keys = Keys.for_runs(members)
     lines = [f"## {title}", ""]
     if keys:
-        paragraphs = verdict(analysis.comparison_sets(groups), keys, reference_loss, margin)
+        sets = analysis.comparison_sets(groups)
+        paragraphs = verdict(sets, keys, reference_loss, margin)
+        compared = {id(runs) for _, members in sets for runs in members.values()}
+        alone = [name for name, runs in groups.items() if id(runs) not in compared]
+        if alone:
+            paragraphs.append(
+                f"Not compared: {', '.join(alone)} (no group of another loss shares "
+                f"{'its' if len(alone) == 1 else 'their'} other settings; the tables give "
+                f"{'its' if len(alone) == 1 else 'their'} values).")
         if paragraphs:
             lines += ["### Verdict", ""] + [p + "\n" for p in paragraphs]
     reference = _anchor(members)
@@ -506,15 +523,18 @@ def search_section(comparison: analysis.SearchComparison, root: str, reference_l
     settings = comparison.settings
     epochs = sorted({r.config["epochs"] for r in runs})
     seeds = sorted({r.config["seed"] for r in runs})
-    lines += [f"{len(settings)} distinct settings in all (drawn from: "
-              f"{search_lib.describe_space()}), tried by {len(comparison.trials)} losses: "
-              f"{len(runs)} runs, each of {'/'.join(map(str, epochs))} epochs, with "
+    losses = len(comparison.trials)
+    lines += [f"{len(settings)} distinct setting{'s' * (len(settings) != 1)} in all (drawn "
+              f"from: {search_lib.describe_space()}), tried by {losses} "
+              f"loss{'es' * (losses != 1)}: {_runs(len(runs))}, each of "
+              f"{'/'.join(map(str, epochs))} epochs, with "
               f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.", ""]
     if keys is None:
         return lines + ["No evaluations were recorded.", ""]
     scores = comparison.values(keys.score, keys, True)
     fids = comparison.values(keys.fid, keys, False)
     reference = analysis.reference_label(list(scores), reference_loss)
+    stands_in = analysis.reference_note(list(scores), reference_loss)
     rows, tests = [], []
     for loss, by_setting in scores.items():
         best_setting = analysis.best_setting(by_setting)
@@ -537,16 +557,19 @@ def search_section(comparison: analysis.SearchComparison, root: str, reference_l
     lines += _table(rows)
     if tests:
         adjusted = st.adjusted([result.p for _, result, _ in tests])
-        short = reference.split(" /")[0]
-        lines += [f"Setting by setting against {short} (each loss met the same settings: "
+        short = analysis.short_label(reference, list(scores))
+        lines += [f"Setting by setting against {short}"
+                  + (f" ({stands_in})" if stands_in else "")
+                  + " (each loss met the same settings: "
                   f"a paired design; Wilcoxon's signed-rank test, null from sign "
                   "permutations, Benjamini–Hochberg over this search's tests; a failed "
                   f"setting counts as the worst {keys.label}):", ""]
         for (loss, result, shared), p_adj in zip(tests, adjusted):
             outcome = ("**better**" if result.better > result.worse else "**worse**") \
                 if p_adj < st.ALPHA else "no difference detected"
-            if p_adj >= st.ALPHA and 2.0 / 2 ** (result.better + result.worse) >= st.ALPHA:
-                outcome += (f" (with {result.better + result.worse} untied settings no "
+            untied = result.better + result.worse
+            if p_adj >= st.ALPHA and 2.0 / 2 ** untied >= st.ALPHA:
+                outcome += (f" (with {untied} untied setting{'s' * (untied != 1)} no "
                             f"outcome can reach p < {st.ALPHA}: that needs at least 6)")
             lines.append(f"- *{loss}*: higher {keys.label} in {result.better} of {shared} "
                          f"settings, lower in {result.worse}, tied in {result.ties}; p = "
@@ -572,8 +595,9 @@ def _budget_lines(comparison, keys: Keys, scores, fids, out_dir: str, number: in
     prefix = comparison.dataset + (f"_{number}" if number else "")
     name = figures.budget(prefix, comparison.dataset, panels, out_dir)
     failed = "; ".join(
-        f"{loss.split(' /')[0]} {sum(not math.isfinite(v) for v in by_setting.values())} of "
-        f"{len(by_setting)}" for loss, by_setting in scores.items())
+        f"{analysis.short_label(loss, list(scores))} "
+        f"{sum(not math.isfinite(v) for v in by_setting.values())} of {len(by_setting)}"
+        for loss, by_setting in scores.items())
     worst = ", ".join(f"{label} {value:.3g}" for label, value in worst_values.items())
     return [f"![{name}]({name})", "",
             "The curve is the best final value among k settings drawn from those tried; "
@@ -615,8 +639,11 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
                  equivalence_margin: float = 0.0) -> str:
     """Writes ``root/report/``; returns the path of report.md."""
     if equivalence_margin < 0 or not math.isfinite(equivalence_margin):
-        raise UsageError(f"--equivalence_margin={equivalence_margin}: must be a number >= 0 "
-                         "(in the score's units; 0 = no equivalence claims)")
+        raise UsageError(f"--equivalence_margin={equivalence_margin}: must be a finite "
+                         "number >= 0 (in the score's units; 0 = no equivalence claims)")
+    if reference_loss not in G_LOSS_NAMES:
+        raise UsageError(f"--reference_loss={reference_loss}: not a generator loss; one of "
+                         f"{', '.join(G_LOSS_NAMES)}")
     runs = analysis.find_runs(root)
     if not runs:
         raise UsageError(f"{root}: no run directories with metrics under it "
@@ -629,7 +656,7 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
     tuned = [run for run in runs if run.tuned_root and not run.search_root]
     plain = [run for run in runs if not run.search_root and not run.tuned_root]
     lines = [f"# Does the GAN loss matter? Report for `{root}`", "",
-             f"{len(runs)} runs finished ({len(searched)} of them in a random search, "
+             f"{_runs(len(runs))} finished ({len(searched)} of them in a random search, "
              f"{len(tuned)} in a tuned re-run)"
              + (f"; {len(unfinished)} unfinished, left out of every number below"
                 if unfinished else "") + ".", "", HOW_TO_READ, ""]
@@ -662,8 +689,9 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
                                    reference_loss, equivalence_margin)
     lines += provenance_section(runs)
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # whole or not at all: a reader never sees half
         f.write("\n".join(lines))
+    os.replace(path + ".tmp", path)
     return path
 
 
