@@ -24,11 +24,12 @@ PYTHON=$(command -v "${PYTHON:-python}") || {
 DATASETS=${DATASETS:-$(grep -o -- "--dataset=[^ ]*" <<<"$GRID_FLAGS" | cut -d= -f2 || true)}
 DATASETS=${DATASETS:-cifar10,stl10}
 # One task per run of the grid: the array covers it exactly, whatever GRID_FLAGS holds.
-runs=$("$PYTHON" "$repo/run.py" $GRID_FLAGS --run_dir="$RUN_DIR" --dry_run 2>/dev/null | wc -l)
-if [ "$runs" -lt 1 ]; then
-  "$PYTHON" "$repo/run.py" $GRID_FLAGS --run_dir="$RUN_DIR" --dry_run >/dev/null
+# A grid that fails its check (a bad flag, a clash) says why on stderr, and nothing is
+# submitted.
+if ! listing=$("$PYTHON" "$repo/run.py" $GRID_FLAGS --run_dir="$RUN_DIR" --dry_run); then
   exit 2
 fi
+runs=$(grep -c . <<<"$listing" || true)
 export RUN_DIR GRID_FLAGS PYTHON TFGAN_EXP_REPO="$repo"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"  # python -m tfgan_exp.report, from here
 # --export=ALL on every job: it overrides a site's SBATCH_EXPORT=NONE for these jobs.

@@ -164,6 +164,12 @@ def test_slurm_submit_chains_preparation_grid_and_report(tmp_path):
                           env=dict(env, PYTHON="no-such-python"), capture_output=True,
                           text=True)
     assert none.returncode == 2 and "set VENV or PYTHON" in none.stderr
+    log.unlink()
+    bad = subprocess.run(["bash", os.path.join(JOBS, "slurm_submit.sh")], cwd=tmp_path,
+                         env=dict(env, GRID_FLAGS="--g_loss=bogus --seeds=2"),
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--g_loss" in bad.stderr and "bogus" in bad.stderr
+    assert not log.exists()  # nothing submitted
 
 
 def test_slurm_task_passes_its_token_and_checkpoints_every_few_minutes(tmp_path):

@@ -262,6 +262,17 @@ assert study._ended(phases, "search", {"/s/search/a": "finished",
                                        "/s/search/b": "diverged"}) is True
 assert study._ended(phases, "search", {"/s/search/a": "finished",
                                        "/s/search/b": "failed"}) is False
+# A resumed study reads the folders: a diverged search run has ended, unless the search
+# phase retries it (--retry_diverged), when its tuned phase must wait for the retry.
+import tempfile
+from tfgan_exp.rundir import RunDir
+folder = tempfile.mkdtemp()
+search.configs = [Config(run_dir=folder + "/trial=0", epochs=1).resolved()]
+RunDir(search.configs[0].run_dir).prepare(search.configs[0])
+RunDir(search.configs[0].run_dir).record_divergence({"epoch": 1, "step": 3, "values": {}})
+assert study._ended(phases, "search", None) is True
+search.retry_diverged = True
+assert study._ended(phases, "search", None) is None
 print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

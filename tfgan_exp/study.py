@@ -257,7 +257,7 @@ def _ended(phases: List[Phase], name: str, ended: Optional[Dict[str, str]]
     for config in phase.configs:
         outcome = None if ended is None else ended.get(config.run_dir)
         if ended is None:
-            kind = launch.plan(config)[0]
+            kind = launch.plan(config, phase.retry_diverged)[0]
             outcome = kind if kind in ("finished", "diverged") else None
         if outcome is None:
             return None
