@@ -1,5 +1,6 @@
 """Grids: every combination of any setting, named by what varies, checked before the
 first run trains; random search; shards; several runs at once; divergence as a result."""
+import dataclasses
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from conftest import command_line, run_command
 from tfgan_exp.grids import grid, launch, search
 from tfgan_exp.gan import losses
 from tfgan_exp.report import writer
-from tfgan_exp.runtime import timeline
+from tfgan_exp.runtime import lease, timeline
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir, check_writable
 
@@ -478,6 +479,20 @@ def test_widening_a_grid_continues_its_runs_in_their_folders(tmp_path):
                     "g_loss=minimax,spectral_norm=true"]
     assert len(notes) == 2 and "same settings and seed" in notes[0]
     assert grid.check(wider) == []  # the adopted folders hold exactly these settings
+    # A run still starting elsewhere has no config.json yet, only its lease, whose
+    # record names the run: a widened grid meets it there (held), not by another name.
+    late_root = str(tmp_path / "late")
+    starting = grid.expand({"g_loss": ["minimax", "hinge"]}, root=late_root).configs[0]
+    held = lease.Lease(starting.run_dir, run=dataclasses.asdict(starting)).acquire()
+    try:
+        late = grid.expand({"g_loss": ["minimax", "hinge"], "lr_g": [2e-4, 1e-4]},
+                           root=late_root)
+        assert len(grid.adopt_existing(late)) == 1
+        same = next(c for c in late.configs if (c.g_loss, c.lr_g) == ("minimax", 2e-4))
+        assert same.run_dir == starting.run_dir
+        assert launch.plan(same)[0] == "held"
+    finally:
+        held.release()
 
 
 def test_tuned_from_reruns_each_losss_best_setting_with_fresh_seeds(tmp_path):

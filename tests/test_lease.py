@@ -226,6 +226,8 @@ def test_a_second_process_on_a_folder_being_trained_names_the_holder_and_exits_2
         wait_for(lambda: (lease.read(str(run_dir)) or {}).get("pid") == first.pid
                  or first.poll() is not None, "the first process's lease")
         first.send_signal(signal.SIGSTOP)
+        # Its record names the run, for a grid that meets the folder before config.json.
+        assert (lease.read(str(run_dir)) or {}).get("run", {}).get("epochs") == 3
         second = subprocess.run(command_line(*args), cwd=tmp_path, capture_output=True,
                                 text=True, timeout=600)
     finally:

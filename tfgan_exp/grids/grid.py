@@ -18,7 +18,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tfgan_exp.runtime import scheduler
+from tfgan_exp.runtime import lease as lease_lib, scheduler
 from tfgan_exp.grids import search as search_lib
 from tfgan_exp.config import NON_RESULT_SETTINGS, Config, UsageError, run_identity
 from tfgan_exp.rundir import RunDir, check_writable, write_atomically
@@ -171,17 +171,21 @@ def adopt_existing(grid: Grid) -> List[str]:
         return []
     exact, resumable = {}, {}
     for folder, _, files in sorted(os.walk(grid.root)):
-        if "config.json" in files:
-            saved = RunDir(folder).saved_config()
-            if saved is not None:
-                exact.setdefault(run_identity(saved), folder)
-                resumable.setdefault(run_identity(saved, resumable=True), folder)
+        saved = RunDir(folder).saved_config() if "config.json" in files else None
+        if saved is None and lease_lib.LEASE_FILE in files:
+            # A run still starting elsewhere, before its config.json: its live holder's
+            # lease record names it (else this grid would train it again, by another name).
+            saved = (lease_lib.holder(folder) or {}).get("run")
+        if saved is not None:
+            exact.setdefault(run_identity(saved), folder)
+            resumable.setdefault(run_identity(saved, resumable=True), folder)
     claims = collections.Counter(run_identity(dataclasses.asdict(c), resumable=True)
                                  for c in grid.configs)
     notes = []
     for index, config in enumerate(grid.configs):
-        if RunDir(config.run_dir).saved_config() is not None:
-            continue  # its own folder holds a run: grid.check compares it
+        if RunDir(config.run_dir).saved_config() is not None or lease_lib.holder(
+                config.run_dir):
+            continue  # its own folder holds a run (grid.check compares it) or is held
         settings = dataclasses.asdict(config)
         folder = exact.get(run_identity(settings))
         if folder is None and claims[run_identity(settings, resumable=True)] == 1:

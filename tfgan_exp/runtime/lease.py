@@ -223,14 +223,19 @@ class Lease:
       on_lost: called as ``on_lost(lease, record)`` when another process has taken the
         lease over (``record``: its record, None if the file was moved away); by
         default ``stop_at_once``.
+      run: the run's settings (JSON values), kept in the record as ``run``: until the
+        run's own config.json is written (after minutes of start-up, for a first
+        CIFAR-10 run) they are how a grid tells which run a held folder holds.
     """
 
     def __init__(self, directory: str, environ=None, use_locks: bool = True,
                  heartbeat_seconds: float = HEARTBEAT_SECONDS,
                  stale_seconds: float = STALE_SECONDS, wait_seconds: float = WAIT_SECONDS,
                  poll_seconds: float = POLL_SECONDS,
-                 on_lost: Callable[["Lease", Optional[dict]], None] = stop_at_once):
+                 on_lost: Callable[["Lease", Optional[dict]], None] = stop_at_once,
+                 run: Optional[dict] = None):
         self.directory = directory
+        self.run = run
         self.lock_path = os.path.join(directory, LOCK_FILE)
         self.lease_path = os.path.join(directory, LEASE_FILE)
         self.use_locks = use_locks
@@ -469,9 +474,12 @@ class Lease:
                     pass  # a full disk must not turn a clean stop into a crash
 
     def _record(self) -> dict:
-        return {"host": self._host, "pid": os.getpid(), "job": self._job,
-                "started": _stamp(self._started), "heartbeat": _stamp(time.time()),
-                "state": self._state, "token": self._token}
+        record = {"host": self._host, "pid": os.getpid(), "job": self._job,
+                  "started": _stamp(self._started), "heartbeat": _stamp(time.time()),
+                  "state": self._state, "token": self._token}
+        if self.run is not None:
+            record["run"] = self.run
+        return record
 
     def _write(self, may_replace: Callable[[Optional[dict], object], bool]) -> bool:
         """Writes this process's record whole (a temporary file renamed over lease.json),

@@ -322,7 +322,7 @@ def run(config: Config) -> Optional[dict]:
         # being written and this assignment, and leave the folder behind. Waiting for
         # another holder still stops at once (``Lease.acquire`` polls for a signal).
         with stopping.deferred():
-            lease = _take_lease(config.run_dir, chief, agree)
+            lease = _take_lease(config.run_dir, chief, agree, dataclasses.asdict(config))
             signum = stopping.received()
         if signum is not None and agree is None:
             raise stopping.Interrupted(signum)
@@ -372,7 +372,8 @@ def _fresh_process_state(config: Config) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
+def _take_lease(path: str, chief: bool, agree, settings: Optional[dict] = None
+                ) -> Optional[lease_lib.Lease]:
     """The chief's lease of the run folder. In a cluster every worker hears what came
     of it: the chief could not take it, or a stop signal reached any worker meanwhile
     (then every worker raises Interrupted here), so that none waits at a collective
@@ -380,7 +381,7 @@ def _take_lease(path: str, chief: bool, agree) -> Optional[lease_lib.Lease]:
     lease, problem, interrupted = None, None, None
     if chief:
         try:
-            lease = lease_lib.Lease(path).acquire()
+            lease = lease_lib.Lease(path, run=settings).acquire()
         except lease_lib.Held as error:
             problem = error
         except OSError as error:
