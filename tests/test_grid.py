@@ -155,8 +155,14 @@ def test_a_slurm_array_smaller_than_the_grid_is_warned_of_naming_the_runs_left_o
     assert warning.startswith("warning: this Slurm array's task IDs end at 17")
     assert "trains runs 18-29 (g_loss=minimax,seed=6, g_loss=nonsat,seed=6, " in warning
     assert "and 7 more" in warning and "--array=0-29" in warning
-    assert "TFGAN_EXP_SHARDS" in warning
-    # N given, or an array that covers the grid, or no Slurm array: nothing to say.
+    assert "TFGAN_EXP_SHARDS" in warning and "a resubmitted subset" in warning
+    # Shards past the array: --array=0-4 for 6 shards leaves shard 5's runs to no task.
+    for text, env in (("auto/6", {}), ("auto", {"TFGAN_EXP_SHARDS": "6"})):
+        shards = grid.runs_past_the_array(text, expanded,
+                                          dict(environ, SLURM_ARRAY_TASK_MAX="4", **env))
+        assert "is split into 6 shards: no task of this array trains shard 5 of 6 " \
+            "(g_loss=hinge,seed=1, " in shards and "--array=0-5" in shards
+    # An array that covers the grid, or no Slurm array: nothing to say.
     assert grid.runs_past_the_array("auto/5", expanded, environ) == ""
     assert grid.runs_past_the_array("auto", expanded,
                                     dict(environ, TFGAN_EXP_SHARDS="5")) == ""

@@ -235,27 +235,40 @@ def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, i
 
 
 def runs_past_the_array(text: str, grid: Grid, environ=None) -> str:
-    """A warning when ``--shard=auto`` gives one run per task (no N from ``auto/N`` or
-    TFGAN_EXP_SHARDS) and the Slurm array's largest task ID (SLURM_ARRAY_TASK_MAX) is
-    below the grid's last run, say ``--array=0-17`` after the grid grew to 30 runs:
-    every task then ends with status 0 and the runs past it are never trained. ''
-    when there is nothing to warn of."""
+    """A warning when a Slurm array with ``--shard=auto`` is too small for the grid: its
+    largest task ID (SLURM_ARRAY_TASK_MAX) is below the last shard (N from ``auto/N`` or
+    TFGAN_EXP_SHARDS, else one run per task), say ``--array=0-17`` after the grid grew
+    to 30 runs: every task then ends with status 0 and the runs of the shards past it
+    are trained by no task of this array. '' when there is nothing to warn of."""
     environ = os.environ if environ is None else environ
-    if text != "auto" or scheduler.shard_count(environ) is not None:
+    head, _, given = text.partition("/")
+    if head != "auto":
         return ""
+    count = int(given) if given.isdigit() else scheduler.shard_count(environ)
     last = scheduler.array_max(environ)
     runs = len(grid.configs)
-    if last is None or last + 1 >= runs:
+    units = count or runs
+    if last is None or last + 1 >= units:
+        return ""
+    left_out = [c for k in range(last + 1, units) for c in shard(grid.configs, k, units)]
+    if not left_out:
         return ""
     names = [os.path.relpath(c.run_dir, grid.root) if grid.root else c.run_dir
-             for c in grid.configs[last + 1:]]
+             for c in left_out]
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    span = f"runs {last + 1}-{runs - 1}" if runs - last > 2 else f"run {last + 1}"
-    return (f"warning: this Slurm array's task IDs end at {last} (SLURM_ARRAY_TASK_MAX) and "
-            f"--shard=auto gives each task one run, but the grid has {runs} runs: no task "
-            f"of this array trains {span} ({listed}). Submit --array=0-{runs - 1}, or set "
-            f"{scheduler.SHARDS_VARIABLE}=N to split the grid into N shards for "
-            "--array=0-(N-1).")
+    if count:
+        span = (f"shards {last + 1}-{count - 1}" if count - last > 2 else
+                f"shard {last + 1}") + f" of {count}"
+        advice = f"Submit --array=0-{count - 1}"
+    else:
+        span = f"runs {last + 1}-{runs - 1}" if runs - last > 2 else f"run {last + 1}"
+        advice = (f"Submit --array=0-{runs - 1}, or set {scheduler.SHARDS_VARIABLE}=N to "
+                  "split the grid into N shards for --array=0-(N-1)")
+    split = f"into {count} shards" if count else "one run per task"
+    return (f"warning: this Slurm array's task IDs end at {last} (SLURM_ARRAY_TASK_MAX) but "
+            f"the grid ({runs} runs) is split {split}: no task of this array trains {span} "
+            f"({listed}). {advice}; if an earlier array trained them (a resubmitted subset "
+            "of tasks), there is nothing to do.")
 
 
 def _integer(flag: str, part: str, whole: str) -> int:
