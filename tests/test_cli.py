@@ -89,3 +89,11 @@ def test_bench_prints_its_json_last(tmp_path):
         estimate["train_hours"] + estimate["eval_hours"])
     assert estimate["train_hours"] == pytest.approx(
         50_000 // 8 * 300 * record["train_step_ms"] / 1000 / 3600)
+
+
+def test_seeds_beside_a_seed_says_which_seeds_train(tmp_path):
+    result = run_command("run.py", "--seeds=2", "--seed=7", "--dry_run",
+                         f"--run_dir={tmp_path / 'grid'}")
+    assert result.returncode == 0, result.stderr
+    assert "note: --seeds=2 overrides --seed=7: seeds 0..1 train" in result.stderr
+    assert result.stdout.count("would train") == 2

@@ -209,8 +209,12 @@ def grid_from_flags() -> grid_lib.Grid:
     if not 0 <= F.search_seed < 2**31:
         raise UsageError(f"--search_seed={F.search_seed}: must be an integer 0..2^31-1")
     tuned = _tuned_settings(values["seed"]) if F.tuned_from else None
-    return grid_lib.expand(values, F.run_dir, F.search, F.search_seed,
+    grid = grid_lib.expand(values, F.run_dir, F.search, F.search_seed,
                            force_grid=bool(F.seeds), tuned=tuned)
+    if F.seeds and F["seed"].present:  # documented, but a seed dropped silently misleads
+        grid.notes.append(f"--seeds={F.seeds} overrides --seed="
+                          f"{','.join(map(str, F.seed))}: seeds 0..{F.seeds - 1} train")
+    return grid
 
 
 def _tuned_settings(seeds: List[int]):
