@@ -23,12 +23,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) run.py $(ARGS)
 
-# The suite runs in TEST_WORKERS pytest processes (pytest-xdist), one more than the
-# cores (at most 8): many tests wait on the training processes they start, and a Slurm
-# test waits on Slurm's requeue delay while the other workers go on. Tests
-# are handed out one at a time, longest first (tests/conftest.py), so that no worker
-# holds a queue of long tests while another is idle.
-TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 8 ? n + 1 : 8 )))
+# The suite runs in TEST_WORKERS pytest processes (pytest-xdist), one per core (at most
+# 8): on 2 cores, 3 workers took 20% more CPU time than 2 (1004 against 828 s: more
+# processes than cores slow each other) and longer (557 against 488 s). Tests are
+# handed out one at a time, longest first (tests/conftest.py), so that no worker holds
+# a queue of long tests while another is idle; the Slurm test, which waits on Slurm,
+# starts first.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 8 ? n : 8 )))
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk=1
 test: $(STAMP)
 	$(PYTEST)
