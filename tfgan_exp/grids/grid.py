@@ -241,22 +241,20 @@ def runs_past_the_array(text: str, grid: Grid, environ=None) -> str:
     to 30 runs: every task then ends with status 0 and the runs of the shards past it
     are trained by no task of this array. '' when there is nothing to warn of."""
     environ = os.environ if environ is None else environ
-    head, _, given = text.partition("/")
-    if head != "auto":
-        return ""
-    count = int(given) if given.isdigit() else scheduler.shard_count(environ)
     last = scheduler.array_max(environ)
-    runs = len(grid.configs)
-    units = count or runs
-    if last is None or last + 1 >= units:
+    if text.partition("/")[0] != "auto" or last is None:
         return ""
-    left_out = [c for k in range(last + 1, units) for c in shard(grid.configs, k, units)]
+    runs = len(grid.configs)
+    _, count = parse_shard(text, environ, runs)
+    if last + 1 >= count:
+        return ""
+    left_out = [c for k in range(last + 1, count) for c in shard(grid.configs, k, count)]
     if not left_out:
         return ""
     names = [os.path.relpath(c.run_dir, grid.root) if grid.root else c.run_dir
              for c in left_out]
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    if count:
+    if count != runs:
         span = (f"shards {last + 1}-{count - 1}" if count - last > 2 else
                 f"shard {last + 1}") + f" of {count}"
         advice = f"Submit --array=0-{count - 1}"
@@ -264,7 +262,7 @@ def runs_past_the_array(text: str, grid: Grid, environ=None) -> str:
         span = f"runs {last + 1}-{runs - 1}" if runs - last > 2 else f"run {last + 1}"
         advice = (f"Submit --array=0-{runs - 1}, or set {scheduler.SHARDS_VARIABLE}=N to "
                   "split the grid into N shards for --array=0-(N-1)")
-    split = f"into {count} shards" if count else "one run per task"
+    split = f"into {count} shards" if count != runs else "one run per task"
     return (f"warning: this Slurm array's task IDs end at {last} (SLURM_ARRAY_TASK_MAX) but "
             f"the grid ({runs} runs) is split {split}: no task of this array trains {span} "
             f"({listed}). {advice}; if an earlier array trained them (a resubmitted subset "

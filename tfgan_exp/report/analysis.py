@@ -240,7 +240,8 @@ def varying_settings(runs: Sequence[Run], ignore=frozenset()) -> List[str]:
     """The settings, other than NOT_GROUPING and ``ignore``, on which ``runs`` differ,
     in Config order. Every run's keys count: a setting only some runs record (one this
     version does not know, kept from a newer one) differs where it is missing."""
-    names = dict.fromkeys(k for run in runs for k in run.config if k not in NOT_GROUPING | ignore)
+    left_out = NOT_GROUPING | ignore
+    names = dict.fromkeys(k for run in runs for k in run.config if k not in left_out)
     return [k for k in names if len({format_value(r.config.get(k)) for r in runs}) > 1]
 
 

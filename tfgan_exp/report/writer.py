@@ -40,6 +40,7 @@ from tfgan_exp.report.analysis import Keys, Run
 from tfgan_exp.command_line import fail, run_command
 from tfgan_exp.config import G_LOSS_NAMES, UsageError
 from tfgan_exp.grids.grid import format_value
+from tfgan_exp.rundir import write_atomically
 
 F = flags.FLAGS
 flags.DEFINE_string("reference_loss", analysis.REFERENCE_LOSS, "Generator loss every other "
@@ -689,9 +690,7 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
                                    reference_loss, equivalence_margin)
     lines += provenance_section(runs)
     path = os.path.join(out_dir, "report.md")
-    with open(path + ".tmp", "w") as f:  # whole or not at all: a reader never sees half
-        f.write("\n".join(lines))
-    os.replace(path + ".tmp", path)
+    write_atomically(path, "\n".join(lines))  # a reader never sees half a report
     return path
 
 
