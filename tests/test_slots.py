@@ -124,11 +124,16 @@ def test_a_study_queues_its_phases_together_stops_on_sigterm_and_resumes(tmp_pat
                if line.startswith("[parallel] ") and " stopped (exit status" in line]
     assert stopped, out[-3000:]
 
+    # A run stopped after its first step has a checkpoint and resumes from it; one that
+    # the stop met while it started (the other slot's, say) has none and starts afresh.
+    saved = {name for name in stopped if (root / name / "checkpoints" / "checkpoint").exists()}
+
     done = run_command(*args, timeout=600)  # run again: resumes
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.splitlines()[-1] == "grid: 8 runs: 8 finished, 0 diverged, 0 failed"
     for name in stopped:
-        assert f"[{name}] resuming" in done.stdout
+        assert (f"[{name}] resuming" in done.stdout) == (name in saved), name
+        assert f"[{name}] training " in done.stdout
     order, events = runs_in_trace(root / "timeline.json")
     assert len({slot for _, _, slot in order}) == 2 and len({pid for _, pid, _ in order}) == 2
     # The search first (the tuned phase waits for it), then the 2-epoch seeds before the
