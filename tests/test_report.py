@@ -258,6 +258,65 @@ def test_made_with_lists_the_software_and_warns_when_a_comparison_mixes_them(tmp
     assert "2 versions of this tool" in verdict and "software or machines" not in verdict
 
 
+def random_grid(root, rng):
+    """A grid of made-up runs in a random shape: 1-3 losses of 0-6 runs (one loss has
+    at least one), sometimes crossed with spectral_norm, with diverged, collapsed and
+    unfinished runs, tied scores, and its first sound run copied into a second folder.
+    Returns {(g_loss, spectral_norm): [finished, failed, diverged]} as it wrote them."""
+    expected = {}
+    losses = rng.sample(["minimax", "nonsat", "hinge"], rng.randint(1, 3))
+    norms = rng.choice([[False], [True, False]])
+    tied = rng.random() < 0.3
+    epochs = rng.randint(1, 3)
+    copied = None
+    for loss in losses:
+        base = rng.uniform(2.0, 8.0)
+        for norm in norms:
+            counts = expected.setdefault((loss, norm), [0, 0, 0])
+            for seed in range(rng.choice([0, 1, 1, 2, 3, 5, 6]) or (loss == losses[0])):
+                name = f"sn={norm}/{loss}-{seed}"
+                scores = [round(base) if tied else base + rng.gauss(0, 0.7)] * epochs
+                fate = rng.random()
+                kwargs = dict(g_loss=loss, seed=seed, spectral_norm=norm, epochs=epochs)
+                if fate < 0.1:  # unfinished: stopped before its last epoch
+                    if epochs > 1:
+                        write_run(root, name, scores[:-1], **kwargs)
+                    continue
+                if fate < 0.25:
+                    write_run(root, name, scores, diverged_at=epochs, **kwargs)
+                    counts[2] += 1
+                elif fate < 0.35:
+                    write_run(root, name, scores, classes=1, recall=0.05, **kwargs)
+                else:
+                    write_run(root, name, scores, **kwargs)
+                    if not copied:  # the same run again, in another folder
+                        copied = write_run(root, f"copy/{name}", scores, **kwargs)
+                counts[0] += 1
+                counts[1] += fate < 0.35
+    return {key: counts for key, counts in expected.items() if counts[0]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", range(6))
+def test_a_grid_of_any_shape_gets_a_report_that_counts_every_run_once(tmp_path, shape):
+    import random
+    expected = random_grid(tmp_path, random.Random(shape))
+    text = report_text(tmp_path, equivalence_margin=0.5)
+    finished = sum(counts[0] for counts in expected.values())
+    assert f"{finished} run{'s' if finished != 1 else ''} finished (" in text
+    groups = analysis.group_runs([r for r in analysis.find_runs(str(tmp_path)) if r.finished])
+    table = section(text, "### Groups", "\nEach cell")
+    seen = {}
+    for label, runs in groups["digits"].items():
+        keys = {(r.config["g_loss"], r.config["spectral_norm"]) for r in runs}
+        assert len(keys) == 1, label  # a group is one setting
+        row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+        seen[keys.pop()] = [int(cell) for cell in row.split("|")[2:5]]
+    assert seen == expected
+    if len(expected) > 1:  # every group but the reference is weighed against it
+        verdict = section(text, "### Verdict", "\n### ")
+        assert verdict.count("- *") >= 1
+
 # --- searches and tuned re-runs -----------------------------------------------------------
 
 def write_search(root, losses, count, score_of, extra=None, search_seed=0, failed=()):
