@@ -4,7 +4,11 @@
 #     tfgan_exp:0.1.0 python run.py --dataset=stl10 --g_loss=nonsat
 # A slim Python with TensorFlow's CUDA libraries from pip (tensorflow[and-cuda]), as
 # TensorFlow's install guide recommends; the official python:3.11-slim-bookworm tag.
-FROM python:3.11-slim-bookworm
+# BASE may name another image with Debian bookworm and python/pip on PATH (a site's
+# mirror of it; tests/test_image.py builds one with debootstrap where Docker Hub is out
+# of reach).
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
 
 # tini as PID 1: it passes SIGTERM on to the training process and reaps children, and
 # the training process's own handlers are set when it starts (tfgan_exp.runtime.stopping).
@@ -13,10 +17,18 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
+# REQUIREMENTS=requirements.txt builds a CPU-only image (TensorFlow without CUDA's
+# libraries: about a third of the size), for CPU clusters.
+ARG REQUIREMENTS=requirements-gpu.txt
 COPY requirements.txt requirements-gpu.txt ./
-RUN pip install --no-cache-dir -r requirements-gpu.txt
+RUN pip install --no-cache-dir -r "${REQUIREMENTS}"
 COPY run.py ./
 COPY tfgan_exp ./tfgan_exp
+# The commit the image was built from (git is not in the image): every run's
+# provenance.json records it, so runs from two builds of one version stay apart.
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) ...
+ARG GIT_COMMIT=
+ENV TFGAN_EXP_GIT_COMMIT=${GIT_COMMIT}
 
 # A user of its own (root-squashed NFS refuses root's writes). UID at build time with
 # --build-arg UID=..., or at run time with docker run --user UID:GID: /runs, /data and

@@ -9,7 +9,7 @@ REQUIREMENTS := $(if $(filter 1,$(GPU)),requirements-gpu.txt,requirements.txt)
 STAMP := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu,)-stamp
 ARGS ?=
 
-.PHONY: install demo test test-fast study bench clean clean-runs
+.PHONY: install demo test test-fast test-image study bench clean clean-runs
 
 $(STAMP): requirements.txt requirements-gpu.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,17 @@ demo: $(STAMP)
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 8 ? n : 8 )))
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk=1
 test: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) -m "not image"
 
 # The unit tests only: every test not marked slow (those train, or start training
 # processes, end to end). For the edit-test loop; `make test` is what CI runs.
 test-fast: $(STAMP)
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not image"
+
+# The Docker image built and run on a Docker engine (tests/test_docker.py): minutes of
+# downloads, so apart from `make test`; CI runs both. Skipped, saying why, with no engine.
+test-image: $(STAMP)
+	$(PY) -m pytest -q -m image tests/test_docker.py
 
 # Removes the virtual environment only: runs/ holds results, which `make clean-runs`
 # removes, when asked for by name.

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,18 @@ def command_line(*args):
     if args and args[0].endswith(".py") and not os.path.isabs(args[0]):
         args[0] = os.path.join(REPO, args[0])
     return [sys.executable, *args]
+
+
+def wait_for(condition, what, timeout=120, every=0.05):
+    """Calls ``condition`` every ``every`` seconds until it returns a true value, which
+    is returned; fails, naming ``what``, once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
 
 
 def run_command(*args, timeout=300, env=None, cwd=None):

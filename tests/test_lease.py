@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from conftest import REPO, command_line
+from conftest import REPO, command_line, wait_for
 from tfgan_exp.grids import launch
 from tfgan_exp.runtime import lease, stopping
 from tfgan_exp.training import trainer
@@ -36,13 +36,6 @@ def write_record(directory, seconds_ago, host="node7", pid=4242, state="training
     record = {"host": host, "pid": pid, "job": "99_3", "started": stamp(600),
               "heartbeat": stamp(seconds_ago), "state": state, "token": "theirs"}
     write_atomically(os.path.join(directory, lease.LEASE_FILE), json.dumps(record))
-
-
-def wait_for(condition, what, timeout=120):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Beating:

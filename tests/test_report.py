@@ -6,6 +6,7 @@ made-up metrics: the report reads files, so it is tested on files, without train
 """
 import json
 import os
+import random
 
 import numpy as np
 import pytest
@@ -299,7 +300,6 @@ def random_grid(root, rng):
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", range(6))
 def test_a_grid_of_any_shape_gets_a_report_that_counts_every_run_once(tmp_path, shape):
-    import random
     expected = random_grid(tmp_path, random.Random(shape))
     text = report_text(tmp_path, equivalence_margin=0.5)
     finished = sum(counts[0] for counts in expected.values())

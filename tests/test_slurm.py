@@ -15,11 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from slurm_cluster import SlurmCluster
 from tfgan_exp.rundir import RunDir
 
@@ -38,16 +37,6 @@ def slurm():
     yield cluster
     cluster.stop()
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -71,7 +60,7 @@ def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp
     # "$SLURM_JOB_ID" there would requeue every task of the array.
     tasks = wait_for(lambda: (lambda found: found if all(
         f.get("JobState") in ("RUNNING", "COMPLETED") for f in found.values()) else None)(
-        {i: slurm.job(f"{grid_job}_{i}") for i in range(2)}), 300, "the tasks never ran")
+        {i: slurm.job(f"{grid_job}_{i}") for i in range(2)}), "the tasks to run", 300, 0.5)
     preempted = next(i for i, fields in tasks.items() if fields.get("JobId") == grid_job)
     other = 1 - preempted
 
@@ -84,11 +73,11 @@ def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp
         return None
 
     time_limited = submit_a_task_that_reaches_its_time_limit(tmp_path, env)
-    folder = wait_for(lambda: checkpointed(preempted), 300, "the task never checkpointed")
+    folder = wait_for(lambda: checkpointed(preempted), "the task's checkpoint", 300, 0.5)
     subprocess.run(["scancel", "-b", "-s", "USR1", f"{grid_job}_{preempted}"], env=env,
                    check=True, timeout=30)
-    wait_for(lambda: slurm.job(report_job).get("JobState") == "COMPLETED", 900,
-             "the report job did not complete")
+    wait_for(lambda: slurm.job(report_job).get("JobState") == "COMPLETED",
+             "the report job to complete", 900, 0.5)
     # Only the preempted task was requeued; the other ran once.
     assert slurm.job(f"{grid_job}_{preempted}").get("Restarts") == "1"
     assert slurm.job(f"{grid_job}_{other}").get("Restarts") == "0"
@@ -112,8 +101,8 @@ def test_a_study_on_a_real_slurm_with_a_preempted_task_requeued_alone(slurm, tmp
     # The time limit's own USR1 (from slurmctld, not scancel): the task stopped its
     # child, requeued itself by its task id, and its second attempt finished.
     wait_for(lambda: slurm.job(time_limited).get("JobState") in ("COMPLETED", "FAILED",
-                                                                  "TIMEOUT"), 300,
-             "the time-limited task did not end")
+                                                                  "TIMEOUT"),
+             "the time-limited task to end", 300, 0.5)
     fields = slurm.job(time_limited)
     log = (tmp_path / f"slurm-limit-{time_limited.replace('_', '-')}.out").read_text()
     assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", log

@@ -22,8 +22,13 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tfgan_exp.__file_
 
 def code_version() -> dict:
     """The package's version, and its git commit and whether the tree had uncommitted
-    changes to tracked files, when it runs from a git checkout."""
+    changes to tracked files, when it runs from a git checkout; in the Docker image
+    (no git), the commit it was built from (``TFGAN_EXP_GIT_COMMIT``), if given."""
     version = {"version": tfgan_exp.__version__}
+    if os.environ.get("TFGAN_EXP_GIT_COMMIT"):
+        # The image's tree is the commit's, bar what .dockerignore leaves out.
+        return dict(version, git_commit=os.environ["TFGAN_EXP_GIT_COMMIT"],
+                    source="image build")
     try:
         commit = subprocess.run(["git", "-C", PACKAGE_ROOT, "rev-parse", "HEAD"],
                                 capture_output=True, text=True, timeout=10)
