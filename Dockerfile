@@ -1,12 +1,13 @@
 # The GPU image, as clusters run it (README.md, "Docker"):
-#   docker build -t tfgan_exp:0.1.0 .
-#   docker run --gpus all -v "$PWD/runs:/runs" -v "$HOME/tfgan_data:/data" \
-#     tfgan_exp:0.1.0 python run.py --dataset=stl10 --g_loss=nonsat
+#   docker build --build-arg GIT_COMMIT=$(git describe --always --dirty --abbrev=40 \
+#     --exclude='*') -t tfgan_exp:0.1.0 .
+#   docker run --gpus all --stop-timeout=120 -v "$PWD/runs:/runs" \
+#     -v "$HOME/tfgan_data:/data" tfgan_exp:0.1.0 python run.py --dataset=stl10
 # A slim Python with TensorFlow's CUDA libraries from pip (tensorflow[and-cuda]), as
 # TensorFlow's install guide recommends; the official python:3.11-slim-bookworm tag.
 # BASE may name another image with Debian bookworm and python/pip on PATH (a site's
-# mirror of it; tests/test_image.py builds one with debootstrap where Docker Hub is out
-# of reach).
+# mirror of it; tests/standin_base.sh builds one with debootstrap for make test-image
+# where Docker Hub is out of reach).
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
@@ -24,11 +25,6 @@ COPY requirements.txt requirements-gpu.txt ./
 RUN pip install --no-cache-dir -r "${REQUIREMENTS}"
 COPY run.py ./
 COPY tfgan_exp ./tfgan_exp
-# The commit the image was built from (git is not in the image): every run's
-# provenance.json records it, so runs from two builds of one version stay apart.
-#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) ...
-ARG GIT_COMMIT=
-ENV TFGAN_EXP_GIT_COMMIT=${GIT_COMMIT}
 
 # A user of its own (root-squashed NFS refuses root's writes). UID at build time with
 # --build-arg UID=..., or at run time with docker run --user UID:GID: /runs, /data and
@@ -50,3 +46,10 @@ VOLUME ["/runs", "/data"]
 EXPOSE 6006
 ENTRYPOINT ["tini", "--"]
 CMD ["python", "run.py"]
+
+# The commit the image was built from, "-dirty" if the tree had changes (git is not in
+# the image): every run's provenance.json records it, so runs from two builds of one
+# version stay apart. Last, so that a new commit rebuilds only this layer.
+ARG GIT_COMMIT=
+LABEL org.opencontainers.image.revision=${GIT_COMMIT}
+ENV TFGAN_EXP_GIT_COMMIT=${GIT_COMMIT}

@@ -4,12 +4,14 @@
 # its Python 3.11, and a virtual environment at /usr/local so that `python` and `pip`
 # are on PATH as in the official image. The host's extra CA certificates (a site's
 # TLS-inspecting proxy) go in too, so that pip and apt inside the build trust what the
-# host trusts. Needs root and debootstrap.
+# host trusts (the image keeps them: it is a base for tests on this host, not to ship).
+# Needs root, debootstrap and a Debian mirror (DEBIAN_MIRROR, default deb.debian.org).
 #   bash tests/standin_base.sh TAG
 set -euo pipefail
 tag=${1:?usage: standin_base.sh TAG}
-root=$(mktemp -d /tmp/tfgan-exp-base-XXXXXX)
-trap 'rm -rf "$root"' EXIT
+# Not in /tmp, which hardened hosts mount noexec/nodev (debootstrap needs both).
+root=$(mktemp -d "${TMPDIR:-/var/tmp}/tfgan-exp-base-XXXXXX")
+trap 'rm -rf --one-file-system "$root"' EXIT
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
 chroot "$root" /usr/bin/python3 -m venv /usr/local

@@ -21,12 +21,13 @@ COMMANDS = [("run.py",), ("-m", "tfgan_exp.report"), ("-m", "tfgan_exp.score"),
             ("-m", "tfgan_exp.bench_grid"), ("-m", "tfgan_exp.study"),
             ("-m", "tfgan_exp.timeline"), ("-m", "tfgan_exp.k8s_wait")]
 # Flags the pages name that belong to other programs: sbatch, scancel, docker, kubectl,
-# pip, tensorboard, nvidia-smi.
+# pip, tensorboard, nvidia-smi, git.
 FOREIGN = {"array", "gres", "cpus-per-task", "mem", "time", "requeue", "signal", "output",
            "open-mode", "export", "parsable", "dependency", "kill-on-invalid-dep", "wrap",
            "job-name", "gpus", "init", "cascade", "wait", "index-url", "quiet", "upgrade",
            "helpfull", "help", "user", "partition", "account", "qos", "dry-run",
-           "logdir", "bind_all", "build-arg", "query-gpu"}
+           "logdir", "bind_all", "build-arg", "query-gpu", "stop-timeout", "always",
+           "dirty", "abbrev", "exclude"}
 
 
 def slug(heading: str) -> str:

@@ -22,13 +22,10 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tfgan_exp.__file_
 
 def code_version() -> dict:
     """The package's version, and its git commit and whether the tree had uncommitted
-    changes to tracked files, when it runs from a git checkout; in the Docker image
-    (no git), the commit it was built from (``TFGAN_EXP_GIT_COMMIT``), if given."""
+    changes to tracked files, when it runs from a git checkout; else, in the Docker
+    image, the commit it was built from (``TFGAN_EXP_GIT_COMMIT``, the build's
+    ``GIT_COMMIT``: ``SHA`` or ``SHA-dirty``), if given."""
     version = {"version": tfgan_exp.__version__}
-    if os.environ.get("TFGAN_EXP_GIT_COMMIT"):
-        # The image's tree is the commit's, bar what .dockerignore leaves out.
-        return dict(version, git_commit=os.environ["TFGAN_EXP_GIT_COMMIT"],
-                    source="image build")
     try:
         commit = subprocess.run(["git", "-C", PACKAGE_ROOT, "rev-parse", "HEAD"],
                                 capture_output=True, text=True, timeout=10)
@@ -38,8 +35,13 @@ def code_version() -> dict:
                 capture_output=True, text=True, timeout=10)
             version.update(git_commit=commit.stdout.strip(),
                            git_dirty=bool(status.stdout.strip()))
+            return version
     except (OSError, subprocess.SubprocessError):
-        pass  # no git: the version number is what there is
+        pass  # no git: the image's build argument, else the version number
+    built = os.environ.get("TFGAN_EXP_GIT_COMMIT", "")  # "SHA" or "SHA-dirty"
+    if built:
+        version.update(git_commit=built.removesuffix("-dirty"),
+                       git_dirty=built.endswith("-dirty"), source="image build")
     return version
 
 
