@@ -215,8 +215,8 @@ def test_two_workers_stop_together_in_start_up_and_at_one_step_and_fall_back_tog
         resume_at = max(int(p.name.split("-")[1].split(".")[0])
                         for p in checkpoints.glob("ckpt-*.index") if p.name != (
                             f"ckpt-{steps[0]}.index"))
-        ended = finish(start_workers(tmp_path, [cache_dir, str(own_cache)], *args, env=env))
-    for status, err in ended:
+        outcomes = finish(start_workers(tmp_path, [cache_dir, str(own_cache)], *args, env=env))
+    for status, err in outcomes:
         assert status == 0, err[-3000:]
         assert f"resuming {run_dir} at step {resume_at}" in err
         assert f"ckpt-{steps[0]} cannot be restored" in err
@@ -224,13 +224,13 @@ def test_two_workers_stop_together_in_start_up_and_at_one_step_and_fall_back_tog
     # computed them under the same key, both together.
     assert os.path.getmtime(cached[0]) == written
     assert os.listdir(own_cache) and os.path.basename(cached[0]) in os.listdir(own_cache)
-    assert "on 2 replica(s)" in ended[0][1] and "non-chief worker" not in ended[0][1]
+    assert "on 2 replica(s)" in outcomes[0][1] and "non-chief worker" not in outcomes[0][1]
     records = RunDir(str(run_dir)).read_metrics()
     assert [r["epoch"] for r in records] == [1] and "digits_fid" in records[-1]
     # Only the chief (worker 0) writes the run directory; the other keeps its
     # checkpoints elsewhere, and both end with the same weights, bit for bit.
     other_checkpoints = re.search(r"non-chief worker: checkpoints in (\S+)",
-                                  ended[1][1]).group(1)
+                                  outcomes[1][1]).group(1)
     assert not other_checkpoints.startswith(str(run_dir))
     chief = tf.train.load_checkpoint(str(checkpoints))
     other = tf.train.load_checkpoint(other_checkpoints)
