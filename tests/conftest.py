@@ -71,14 +71,18 @@ def command_line(*args):
     return [sys.executable, *args]
 
 
-def wait_for(condition, what, timeout=120, every=0.05):
+def wait_for(condition, what, timeout=120, every=0.05, process=None):
     """Calls ``condition`` every ``every`` seconds until it returns a true value, which
-    is returned; fails, naming ``what``, once ``timeout`` seconds have passed."""
+    is returned; fails, naming ``what``, once ``timeout`` seconds have passed, or, given
+    ``process`` (a Popen the condition waits on), as soon as it ends, with its output."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended (status {process.returncode}) before "
+                                 f"{what}: {process.communicate()}")
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(every)
 

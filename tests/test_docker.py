@@ -32,6 +32,7 @@ from tfgan_exp.runtime import provenance
 
 BASE = "python:3.11-slim-bookworm"
 STANDIN_BASE = "tfgan-exp-standin-base:bookworm"
+STRANGER = 4321  # a UID and GID the image does not know: any run-time user must work
 
 
 def instructions():
@@ -81,7 +82,7 @@ def test_a_run_in_the_image_records_the_commit_the_image_was_built_from(monkeypa
     assert "source" not in code and code["git_commit"] != "0123456789abcdef"
 
 
-# --- a real engine------------------------------------------------------------------------
+# --- a real engine -----------------------------------------------------------------------
 
 def docker(*args, timeout=120, check=True):
     done = subprocess.run(["docker", *args], capture_output=True, text=True,
@@ -177,7 +178,7 @@ def owned_folder(folder):
     --user``: as root, a user the image does not know (any UID must work); else ours."""
     folder.mkdir(mode=0o755)
     if os.geteuid() == 0:
-        os.chown(folder, 4321, 4321)
+        os.chown(folder, STRANGER, STRANGER)
     info = folder.stat()
     return f"{info.st_uid}:{info.st_gid}"
 
@@ -187,12 +188,13 @@ def owned_folder(folder):
 def test_the_image_runs_as_any_user_under_tini_with_its_folders_writable(image):
     tag = image[0]
     with container("tfgan-exp-test-user") as name:
-        done = docker("run", "--name", name, "--user", "4321:4321", tag, "sh", "-c",
+        done = docker("run", "--name", name, "--user", f"{STRANGER}:{STRANGER}", tag,
+                      "sh", "-c",
                       'tr "\\0" " " < /proc/1/cmdline; echo; id -u; '
                       'touch /runs/x /data/x "$HOME/x" && echo writable')
     pid1, uid, writable = done.stdout.splitlines()
     assert pid1.split()[0] == "tini"
-    assert uid == "4321" and writable == "writable"
+    assert uid == str(STRANGER) and writable == "writable"
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import command_line, run_command
+from conftest import command_line, run_command, wait_for
 from tfgan_exp.grids import grid, launch, search
 from tfgan_exp.gan import losses
 from tfgan_exp.report import writer
@@ -417,12 +417,14 @@ def test_parallel_runs_at_once_and_sigterm_leaves_every_run_resumable(tmp_path, 
     # it starts), while it has most of its run ahead of it. Polled, not checked per
     # output line: lines come once an epoch.
     masks = {}
-    while len(masks) < len(pids):
+
+    def every_mask_read():
         for name, pid in pids.items():
             if name not in masks and (root / name / "checkpoints" / "checkpoint").exists():
                 masks[name] = cores_of(pid)
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.02)
+        return len(masks) == len(pids)
+    wait_for(every_mask_read, "each run's checkpoint", deadline - time.time(), 0.02,
+             process=process)
     if len(os.sched_getaffinity(0)) >= 2:  # each pinned, every thread, to its own cores
         first, second = masks.values()
         assert first and second and not first & second
@@ -601,9 +603,8 @@ def test_a_child_killed_from_outside_fails_the_parallel_grid_and_the_others_trai
             victim = int(found.group(1))
             break
     assert victim, process.communicate()
-    while not (root / "g_loss=minimax" / "checkpoints" / "checkpoint").exists():
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.02)
+    wait_for((root / "g_loss=minimax" / "checkpoints" / "checkpoint").exists,
+             "g_loss=minimax's checkpoint", deadline - time.time(), 0.02, process=process)
     os.kill(victim, signal.SIGKILL)  # as the out-of-memory killer would
     out, err = process.communicate(timeout=600)
     assert process.returncode == 1, err[-3000:]

@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
-from conftest import REPO, run_command
+from conftest import REPO, run_command, wait_for
 
 JOBS = os.path.join(REPO, "jobs")
 
@@ -126,10 +125,7 @@ def test_slurm_task_saves_before_its_time_limit_and_requeues_only_then(tmp_path)
         task = subprocess.Popen(["bash", os.path.join(JOBS, "slurm_grid.sh")], cwd=REPO,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        deadline = time.time() + 30
-        while not started.exists():
-            assert task.poll() is None and time.time() < deadline
-            time.sleep(0.05)
+        wait_for(started.exists, "the stand-in's start", 30, 0.05, process=task)
         task.send_signal(sent)
         out, err = task.communicate(timeout=30)
         assert task.returncode == 143, (sent, err)  # run.py's own status

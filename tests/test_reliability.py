@@ -9,7 +9,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from conftest import command_line, run_command
+from conftest import command_line, run_command, wait_for
 from tfgan_exp.training import trainer
 from tfgan_exp.config import Config, UsageError
 
@@ -48,10 +48,8 @@ def interrupt(run_dir, cache_dir, signum, script="run.py", extra=()):
     args = [script, *command(run_dir, cache_dir)[1:], *extra]
     process = subprocess.Popen(command_line(*args), cwd=os.path.dirname(run_dir),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not os.path.exists(state_file) or open(state_file).read() in (before, ""):
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.01)
+    wait_for(lambda: os.path.exists(state_file) and open(state_file).read() not in (
+        before, ""), "a checkpoint of its own", 240, 0.01, process=process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     return process, stderr
@@ -161,10 +159,7 @@ def sigterm_once(args, cwd, ready, timeout=300):
     its stderr and the seconds from the signal to its exit."""
     process = subprocess.Popen(command_line(*args), cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    while not ready():
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.01)
+    wait_for(ready, "the moment to stop it", timeout, 0.01, process=process)
     process.send_signal(signal.SIGTERM)
     sent = time.time()
     _, stderr = process.communicate(timeout=120)

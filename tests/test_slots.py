@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import run_command
+from conftest import run_command, wait_for
 from tfgan_exp.grids import launch
 from tfgan_exp.runtime import timeline
 from tfgan_exp.config import Config
@@ -112,10 +111,8 @@ def test_a_study_queues_its_phases_together_stops_on_sigterm_and_resumes(tmp_pat
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env=dict(os.environ, PYTHONPATH=os.path.dirname(
                                    os.path.dirname(os.path.abspath(__file__)))))
-    deadline = time.time() + 300
-    while not list(root.glob("*/*/checkpoints/checkpoint")):  # a run has trained a step
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.02)
+    wait_for(lambda: list(root.glob("*/*/checkpoints/checkpoint")),  # a run trained a step
+             "a run's checkpoint", 300, 0.02, process=process)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
