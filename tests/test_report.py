@@ -15,6 +15,7 @@ import tensorflow as tf
 from conftest import run_command
 from tfgan_exp.report import analysis, writer
 from tfgan_exp.grids import grid
+from tfgan_exp.grids import search as search_lib
 from tfgan_exp.config import Config, UsageError
 from tfgan_exp.rundir import RunDir
 
@@ -375,6 +376,27 @@ def test_a_search_crossed_with_another_axis_or_repeated_is_never_pooled(tmp_path
     search2 = [c for c in analysis.search_comparisons(
         [r for r in analysis.find_runs(str(tmp_path / "search2")) if r.search_root])]
     assert len(search2[0].settings) == 2
+
+
+def test_a_search_trial_that_is_also_a_plain_run_counts_once_in_each_analysis(tmp_path):
+    """A plain grid at the first drawn setting, with the search's seed and epochs: its
+    seed-0 runs are the search's trial 0, which stays in the search's paired design."""
+    drawn = write_search(tmp_path / "search", ["nonsat", "hinge"], 3,
+                         lambda c, trial: 5.0 + trial + (c.g_loss == "hinge"))
+    first = drawn.search["trials"][0]
+    for loss in ("nonsat", "hinge"):
+        for seed in range(3):
+            write_run(tmp_path / "grid", f"g_loss={loss},seed={seed}",
+                      [3.0, 5.0 + (loss == "hinge") + 0.1 * seed], g_loss=loss, seed=seed,
+                      **{k: first[k] for k in search_lib.SEARCHED_FIELDS})
+    runs = analysis.find_runs(str(tmp_path))
+    assert sum(bool(r.search_root) for r in runs) == 6 and len(runs) == 12
+    assert not any(r.duplicates for r in runs)  # not the same run twice in one analysis
+    text = report_text(tmp_path)
+    assert text.split("\n")[2].startswith("10 runs finished (6 of them in a random search")
+    search = section(text, "## digits: random search")
+    assert "3 distinct settings in all" in search and "tried by 2 losses: 6 runs" in search
+    assert "| nonsat / bce | 3 | 0 | 0 |" in section(text, "### Groups")  # seeds 0, 1, 2
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """The runs under a folder: read, counted once, grouped by their settings, and judged.
 
 A run is identified by its resolved settings and seed (``config.run_identity``), never
-by its folder's name: two folders that hold the same run count once, as the one that
-trained further. A *group* is the runs that share every setting but the seed. Runs under
+by its folder's name: two folders that hold the same run count once in each analysis
+they belong to (``Run.scope``: the plain groups, the random searches, each tuned re-run),
+as the one that trained further. A *group* is the runs that share every setting but the seed. Runs under
 a folder holding ``search.json`` whose drawn settings match one of that search's trials
 are a random search's; runs under a folder holding ``tuned.json`` re-run each loss's best
 search setting with fresh seeds. A run that trained every epoch is *finished*; a
@@ -78,10 +79,22 @@ class Run:
     def setting(self, names: Sequence[str]) -> tuple:
         return tuple(self.config.get(name) for name in names)
 
+    @property
+    def scope(self) -> tuple:
+        """The analysis the run is counted in: ("search",) for a trial of any random
+        search (all searches are compared together, so a trial twice is a trial once),
+        ("tuned", folder) for a run of one tuned re-run, ("plain",) for the rest."""
+        if self.search_root:
+            return ("search",)
+        if self.tuned_root:
+            return ("tuned", self.tuned_root)
+        return ("plain",)
+
 
 def find_runs(root: str) -> List[Run]:
     """Every run under ``root`` that recorded an epoch or a divergence, in path order,
-    each counted once (``deduplicate``), with its search or tuned re-run marked."""
+    with its search or tuned re-run marked, each counted once per analysis
+    (``deduplicate``)."""
     runs = []
     for folder, _, files in sorted(os.walk(root)):
         if "config.json" not in files:
@@ -98,11 +111,14 @@ def find_runs(root: str) -> List[Run]:
 
 
 def deduplicate(runs: List[Run]) -> List[Run]:
-    """One Run per identity: the folder that trained furthest (then a finished one, then
-    the first in path order); the others' folders are listed in its ``duplicates``."""
+    """One Run per identity and ``scope``: the folder that trained furthest (then a
+    finished one, then the first in path order); the others' folders in that scope are
+    listed in its ``duplicates``. Per scope, because a search trial with the settings,
+    seed and epochs of a plain run is a trial of the search's paired design as well as a
+    seed of the plain group: kept once overall, it would drop out of one of the two."""
     by_identity: Dict[tuple, List[Run]] = collections.defaultdict(list)
     for run in runs:
-        by_identity[run.identity].append(run)
+        by_identity[(run.identity, run.scope)].append(run)
     kept = []
     for copies in by_identity.values():
         best = max(copies, key=lambda r: (r.last_epoch, r.finished, -copies.index(r)))

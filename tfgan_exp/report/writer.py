@@ -53,8 +53,9 @@ flags.DEFINE_float("equivalence_margin", 0.0, "A difference in the final score s
 
 HOW_TO_READ = f"""How to read it:
 
-- A *run* is one setting and seed; two folders that hold the same run count once. A
-  *group* is the runs that share every setting but the seed.
+- A *run* is one setting and seed; two folders that hold the same run count once (in
+  each analysis: a search trial may also be a seed of a plain group). A *group* is the
+  runs that share every setting but the seed.
 - Values are a group's **median** with a distribution-free interval (between two order
   statistics) of at least 95% confidence; below 6 runs no such interval exists, and the
   widest one, [min, max], is shown with its own confidence (5 runs: 93.8%, 4: 87.5%, 3:
@@ -656,8 +657,9 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
     searched = [run for run in runs if run.search_root]
     tuned = [run for run in runs if run.tuned_root and not run.search_root]
     plain = [run for run in runs if not run.search_root and not run.tuned_root]
+    # A run in two analyses (a search trial that is also a plain group's seed) is one run.
     lines = [f"# Does the GAN loss matter? Report for `{root}`", "",
-             f"{_runs(len(runs))} finished ({len(searched)} of them in a random search, "
+             f"{_runs(len({run.identity for run in runs}))} finished ({len(searched)} of them in a random search, "
              f"{len(tuned)} in a tuned re-run)"
              + (f"; {len(unfinished)} unfinished, left out of every number below"
                 if unfinished else "") + ".", "", HOW_TO_READ, ""]
