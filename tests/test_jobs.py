@@ -78,11 +78,11 @@ def test_kubernetes_indexed_job_covers_the_grid_once_then_reports(tmp_path):
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     assert any(run_dir.startswith(m + "/") for m in mounts)  # on the shared volume
     report = report_job["spec"]["template"]["spec"]["containers"][0]
-    assert report["command"] == ["python", "-m", "tfgan_exp.report"]
+    assert report["command"] == ["tini", "--", "python", "-m", "tfgan_exp.report"]
     assert report["args"] == [run_dir]
     local = [a for a in args if not a.startswith("--run_dir=")] + [
         f"--run_dir={tmp_path / 'grid'}", "--dry_run"]
-    assert container["command"] == ["python", "run.py"]
+    assert container["command"] == ["tini", "--", "python", "run.py"]
     trained = []
     for index in range(count):
         result = run_command("run.py", *local, env={"JOB_COMPLETION_INDEX": str(index)})
@@ -95,7 +95,7 @@ def test_kubernetes_prepares_the_grids_datasets_first_on_the_data_volume():
     grid = yaml.safe_load(open(os.path.join(JOBS, "k8s_grid.yaml")))["spec"]["template"]
     prepare = yaml.safe_load(open(os.path.join(JOBS, "k8s_prepare.yaml")))["spec"]["template"]
     grid_container, container = grid["spec"]["containers"][0], prepare["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "tfgan_exp.prepare"]
+    assert container["command"] == ["tini", "--", "python", "-m", "tfgan_exp.prepare"]
     datasets = next(a for a in grid_container["args"] if a.startswith("--dataset="))
     assert container["args"] == [datasets]
     data_mount = next(m for m in grid_container["volumeMounts"] if m["name"] == "data")
@@ -183,6 +183,23 @@ def test_slurm_task_passes_its_token_and_checkpoints_every_few_minutes(tmp_path)
     token, *args = log.read_text().split()
     assert token == "77_11"  # the same after a requeue: --overwrite happens once
     assert "--shard=auto" in args and "--checkpoint_every_steps=10000" in args
+
+
+def test_every_kubernetes_container_runs_under_the_images_init():
+    """A container's command replaces the image's ENTRYPOINT: each must name tini, or
+    Python is PID 1, which drops a SIGTERM sent before its handlers are installed."""
+    entrypoint = next(line for line in open(os.path.join(REPO, "Dockerfile"))
+                      if line.startswith("ENTRYPOINT"))
+    init = yaml.safe_load(entrypoint.split(None, 1)[1])
+    assert init == ["tini", "--"]
+    containers = [container for name in ("k8s_prepare.yaml", "k8s_grid.yaml",
+                                         "k8s_report.yaml")
+                  for doc in manifests(name) if doc["kind"] == "Job"
+                  for container in (doc["spec"]["template"]["spec"].get("initContainers", [])
+                                    + doc["spec"]["template"]["spec"]["containers"])]
+    assert len(containers) == 4
+    for container in containers:
+        assert container["command"][:2] == init, container["name"]
 
 
 def test_kubernetes_pods_carry_the_jobs_uid_as_their_token():
