@@ -118,14 +118,30 @@ def test_verdict_gives_shifts_p_better_and_claims_only_what_the_tests_carry(tmp_
     assert "shift +0.00 [" in hinge and "P(hinge better) = 0.50 [" in hinge
     assert "**No difference detected** from nonsat at this n" in hinge
     # What the test could detect at this n, and the runs for 80% power.
-    assert ("At 5 against 5 runs with 6 tests in this paragraph, a difference is "
-            "significant only if its p is below 0.0083") in verdict
-    assert "only complete separation (P(better) = 0 or 1) gives that" in verdict
+    # Benjamini-Hochberg: alpha / 6 for a difference found on its own, alpha for all 6.
+    assert ("At 5 against 5 runs, p must be below 0.05 / 6 = 0.0083 for a difference "
+            "found on its own, 0.05 when all 6 tests") in verdict
+    assert ("On its own it takes complete separation (P(better) = 0 or 1); together it "
+            "takes P(better) ≥ 0.92 or ≤ 0.08.") in verdict
     assert "Runs per loss for 80% power" in verdict and "minimax: about" in verdict
     assert "hinge: none (no difference seen to detect)" in verdict  # the same scores
     groups = section(text, "### Groups", "###")
     assert "| minimax / bce | 5 | 3 | 0 | 93.8% | 2.200 [2.000, 2.400] |" in groups
     assert "### Failed runs" in text and "covers 1 of 10 digits" in text
+
+
+@pytest.mark.slow
+def test_what_a_test_can_detect_agrees_with_the_claims_benjamini_hochberg_makes(tmp_path):
+    """4 against 4, separated on the score and the FID: each p = 2/70 is above 0.05 / 3
+    but both pass Benjamini-Hochberg together; the sentence must not deny it."""
+    for seed in range(4):
+        write_run(tmp_path, f"nonsat-{seed}", [7.0 + 0.1 * seed], g_loss="nonsat", seed=seed)
+        write_run(tmp_path, f"hinge-{seed}", [8.0 + 0.1 * seed], g_loss="hinge", seed=seed)
+    verdict = section(report_text(tmp_path), "### Verdict", "###")
+    assert "**Better digits score, better FID** than nonsat" in verdict
+    assert "no outcome can be significant" not in verdict
+    assert ("On its own no outcome reaches that (the smallest possible p is 0.029); "
+            "together it takes complete separation") in verdict
 
 
 @pytest.mark.slow
@@ -154,7 +170,8 @@ def test_one_run_per_loss_gives_values_and_says_how_many_runs_a_test_needs(tmp_p
     assert "final digits score 5.50 against 7.00" in verdict
     assert "**Not testable**: with a single run on one side" in verdict
     assert "n = 1 run per loss" in verdict
-    assert "A test needs at least 5 runs per loss here (3 tests in this paragraph)" in verdict
+    assert ("A test needs at least 5 runs per loss here to be significant on its own (4 "
+            "if all 3 tests in this paragraph were significant together)") in verdict
     groups = section(text, "### Groups", "###")
     assert "| minimax / bce | 1 | 0 | 0 | – | 5.500 |" in groups  # a value, no interval
     assert os.path.exists(tmp_path / "report" / "digits_final.png")
@@ -178,6 +195,7 @@ def test_one_run_against_five_and_a_group_where_every_run_diverged(tmp_path):
     # Every hinge run ranks below every nonsat run, and fails: p = 2/252 for each.
     assert "**Worse digits score, worse FID, fails more often** than nonsat" in hinge
     assert "At 1 against 5 runs" in verdict and "no outcome can be significant" in verdict
+    assert "needs at least 5 runs per loss (4 if all tests are significant" in verdict
     groups = section(text, "### Groups", "###")
     assert "| hinge / hinge | 5 | 5 | 5 | – | – |" in groups
 

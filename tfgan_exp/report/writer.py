@@ -124,10 +124,10 @@ def _kid_title(keys: Keys) -> str:
 
 # --- the verdict ----------------------------------------------------------------------------
 
-def _min_runs(tests: int) -> int:
-    """The fewest runs per loss at which one test among ``tests`` can be significant."""
+def _min_runs(threshold: float) -> int:
+    """The fewest runs per loss at which a test can reach p < ``threshold``."""
     n = 2
-    while st.smallest_p(n, n) >= st.ALPHA / tests and n < 1000:
+    while st.smallest_p(n, n) >= threshold and n < 1000:
         n += 1
     return n
 
@@ -262,33 +262,46 @@ def _equivalence(found: dict, keys: Keys, margin: float) -> str:
 
 def _power_sentence(others, findings, loss_groups, reference, tests: int,
                     keys: Keys) -> str:
-    threshold = st.ALPHA / tests
+    """What the tests of a paragraph can detect at its n, and the runs for 80% power.
+
+    Claims use Benjamini-Hochberg over the paragraph's ``tests``: the k smallest p pass
+    when the k-th is at most k x alpha / tests. So a difference found on its own must
+    reach alpha / tests (the bar used here, and for the power), and one found together
+    with all the others only alpha; both are said, so that no sentence contradicts a
+    claim the paragraph makes."""
+    alone, together = st.ALPHA / tests, st.ALPHA
     sizes = {len(runs) for runs in loss_groups.values()}
-    needed = _min_runs(tests)
+    bars = (f"{st.ALPHA} / {tests} = {alone:.2g} for a difference found on its own, "
+            f"{together:g} when all {tests} tests in this paragraph are significant "
+            "together (Benjamini–Hochberg)")
     if max(sizes) < 2:
-        return (f"A test needs at least {needed} runs per loss here ({tests} tests in this "
-                "paragraph); with one run per loss the values above are single runs, "
-                "not a comparison.")
+        return (f"A test needs at least {_min_runs(alone)} runs per loss here to be "
+                f"significant on its own ({_min_runs(together)} if all {tests} tests in "
+                "this paragraph were significant together); with one run per loss the "
+                "values above are single runs, not a comparison.")
     n_ref = len(loss_groups[reference])
     sentences = []
     for n_other in sorted({len(loss_groups[label]) for label in others}, reverse=True):
-        detectable = st.detectable(n_other, n_ref, threshold)
-        at = f"At {n_other} against {n_ref} runs with {tests} tests in this paragraph"
-        if detectable is None:
+        smallest = st.smallest_p(n_other, n_ref)
+        at = f"At {n_other} against {n_ref} runs, p must be below {bars}"
+        if smallest >= together:
             sentences.append(
-                f"{at}, no outcome can be significant (the smallest possible p is "
-                f"{st.smallest_p(n_other, n_ref):.2g}, above {threshold:.2g} = "
-                f"{st.ALPHA} / {tests}): a test needs at least {needed} runs per loss.")
-        elif detectable >= 1.0:
-            sentences.append(
-                f"{at}, a difference is significant only if its p is below "
-                f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one): only "
-                "complete separation (P(better) = 0 or 1) gives that.")
-        else:
-            sentences.append(
-                f"{at}, a difference is significant only if its p is below "
-                f"{threshold:.2g} ({st.ALPHA} / {tests}, when it is the only one), which "
-                f"needs P(better) ≥ {detectable:.2f} or ≤ {1 - detectable:.2f}.")
+                f"{at}: no outcome can be significant (the smallest possible p is "
+                f"{smallest:.2g}); a test needs at least {_min_runs(alone)} runs per loss "
+                f"({_min_runs(together)} if all tests are significant together).")
+            continue
+        needs = []
+        for bar, when in ((alone, "On its own"), (together, "together")):
+            detectable = st.detectable(n_other, n_ref, bar)
+            if detectable is None:
+                needs.append(f"{when} no outcome reaches that (the smallest possible p is "
+                             f"{smallest:.2g})")
+            elif detectable >= 1.0:
+                needs.append(f"{when} it takes complete separation (P(better) = 0 or 1)")
+            else:
+                needs.append(f"{when} it takes P(better) ≥ {detectable:.2f} or ≤ "
+                             f"{1 - detectable:.2f}")
+        sentences.append(f"{at}. {'; '.join(needs)}.")
     estimates, labels = [], list(loss_groups)
     for label, found in zip(others, findings):
         ranked, ref_ranked = found["score"]["ranked"]
@@ -298,14 +311,15 @@ def _power_sentence(others, findings, loss_groups, reference, tests: int,
         if found["score"]["better"].value == 0.5:  # neither side tends to win: no effect
             estimates.append(f"{short}: none (no difference seen to detect)")
             continue
-        runs = st.runs_for_power(ranked, ref_ranked, threshold)
+        runs = st.runs_for_power(ranked, ref_ranked, alone)
         estimates.append(f"{short}: about {runs}" if runs else
                          f"{short}: more than {st.POWER_MAX_RUNS}")
     if estimates:
         sentences.append(
             f"Runs per loss for {st.POWER:.0%} power, if the true {keys.label} difference "
             f"were the one seen (simulated by resampling these runs, at p < "
-            f"{threshold:.2g}; with so few runs that difference is itself uncertain): "
+            f"{alone:.2g}, the bar of a difference found on its own; with so few runs "
+            "that difference is itself uncertain): "
             f"{'; '.join(estimates)}.")
     return " ".join(sentences)
 
