@@ -396,6 +396,28 @@ def test_a_search_crossed_with_another_axis_or_repeated_is_never_pooled(tmp_path
     assert len(search2[0].settings) == 2
 
 
+def test_searches_over_other_losses_or_unfinished_are_compared_on_shared_settings(tmp_path):
+    # Two searches (other draws) in one root, over different losses: one section each.
+    write_search(tmp_path / "s1", ["nonsat", "hinge"], 3, lambda c, t: 5.0 + t)
+    write_search(tmp_path / "s2", ["nonsat", "minimax"], 3, lambda c, t: 4.0 + t,
+                 search_seed=7)
+    text = report_text(tmp_path)
+    for folder, other in (("s1", "hinge / hinge"), ("s2", "minimax / bce")):
+        search = section(text, f"## digits: random search ({folder})")
+        assert "3 distinct settings in all" in search and "6 runs" in search
+        assert f"| {other} | 3 | 0 |" in search and "| nonsat / bce | 3 | 0 |" in search
+    # A search whose hinge trial 2 is unfinished: compared on the 2 settings all met.
+    write_search(tmp_path / "s3" / "search", ["nonsat", "hinge"], 3,
+                 lambda c, t: 8.0 if t == 2 else 5.0)
+    unfinished = next((tmp_path / "s3" / "search").glob("g_loss=hinge,trial=2*"))
+    lines = (unfinished / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (unfinished / "metrics.jsonl").write_text(lines[0])
+    search = section(report_text(tmp_path / "s3"), "## digits: random search")
+    assert "1 of the 3 settings was not tried by every loss" in search
+    assert "| nonsat / bce | 2 | 0 | 5.000" in search  # not its best of 3, 8.0
+    assert "higher digits score in 0 of 2 settings" in search
+
+
 def test_a_search_trial_that_is_also_a_plain_run_counts_once_in_each_analysis(tmp_path):
     """A plain grid at the first drawn setting, with the search's seed and epochs: its
     seed-0 runs are the search's trial 0, which stays in the search's paired design."""

@@ -332,6 +332,7 @@ class SearchComparison:
     dataset: str
     context: str  # the shared settings that vary across contexts ("" when one)
     trials: Dict[str, Dict[tuple, List[Run]]]
+    folder: Optional[str] = None  # the search's folder, when its context holds several
 
     @property
     def runs(self) -> List[Run]:
@@ -342,6 +343,14 @@ class SearchComparison:
     def settings(self) -> List[tuple]:
         """The distinct drawn settings, in the order first met."""
         return list(dict.fromkeys(s for by_setting in self.trials.values() for s in by_setting))
+
+    @property
+    def common_settings(self) -> List[tuple]:
+        """The settings every loss was tried in (finished): the paired design's. Others
+        come from a trial still unfinished, or from a second search over other losses
+        in the same folder and context."""
+        return [s for s in self.settings
+                if all(s in by_setting for by_setting in self.trials.values())]
 
     def values(self, key: str, keys: Keys, higher_is_better: bool) -> Dict[str, Dict[tuple, float]]:
         """loss -> setting -> the median over the setting's seeds of ``judged`` values
@@ -364,7 +373,8 @@ class SearchComparison:
 def search_comparisons(runs: Sequence[Run]) -> List[SearchComparison]:
     """The search trials among ``runs``, by dataset and context: trials match by every
     setting, so a search crossed with another axis, or two searches in one folder,
-    never pool their trials."""
+    never pool their trials. Searches in several folders over different losses are
+    compared each on its own: every loss of a comparison met the same settings."""
     contexts: Dict[Tuple[str, str], Dict[str, Dict[tuple, List[Run]]]] = {}
     for dataset, groups in group_runs([r for r in runs if r.search_root],
                                       ignore=TUNED_SETTINGS).items():
@@ -374,8 +384,23 @@ def search_comparisons(runs: Sequence[Run]) -> List[SearchComparison]:
                 for run in members:
                     setting = run.setting(search_lib.SEARCHED_FIELDS)
                     trials.setdefault(loss, {}).setdefault(setting, []).append(run)
-    return [SearchComparison(dataset, shared, trials)
-            for (dataset, shared), trials in contexts.items()]
+    comparisons = []
+    for (dataset, shared), trials in contexts.items():
+        comparison = SearchComparison(dataset, shared, trials)
+        folders = sorted({run.search_root for run in comparison.runs})
+        if len(folders) > 1 and len(comparison.common_settings) < len(comparison.settings):
+            # Searches in several folders, not over the same losses: each on its own, so
+            # that every loss of a comparison met the same settings.
+            for folder in folders:
+                mine: Dict[str, Dict[tuple, List[Run]]] = {}
+                for run in comparison.runs:
+                    if run.search_root == folder:
+                        setting = run.setting(search_lib.SEARCHED_FIELDS)
+                        mine.setdefault(run.loss, {}).setdefault(setting, []).append(run)
+                comparisons.append(SearchComparison(dataset, shared, mine, folder))
+        else:
+            comparisons.append(comparison)
+    return comparisons
 
 
 def best_setting(values: Dict[tuple, float]) -> tuple:

@@ -533,8 +533,11 @@ def search_section(comparison: analysis.SearchComparison, root: str, reference_l
     """A search's settings, the losses compared setting by setting, and the budget curves."""
     runs = comparison.runs
     keys = Keys.for_runs(runs)
-    title = f"{comparison.dataset}: random search" + (f" ({comparison.context})"
-                                                      if comparison.context else "")
+    where = [comparison.context] if comparison.context else []
+    if comparison.folder:
+        where.append(os.path.relpath(comparison.folder, root))
+    title = f"{comparison.dataset}: random search" + (f" ({', '.join(where)})"
+                                                      if where else "")
     lines = [f"## {title}", ""]
     settings = comparison.settings
     epochs = sorted({r.config["epochs"] for r in runs})
@@ -547,8 +550,22 @@ def search_section(comparison: analysis.SearchComparison, root: str, reference_l
               f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.", ""]
     if keys is None:
         return lines + ["No evaluations were recorded.", ""]
-    scores = comparison.values(keys.score, keys, True)
-    fids = comparison.values(keys.fid, keys, False)
+    # Every loss is judged on the settings all of them met, or the design is not paired
+    # (a best of 6 against a best of 3, curves over different draws).
+    common = set(comparison.common_settings)
+    left_out = len(settings) - len(common)
+    if left_out:
+        lines += [f"{left_out} of the {len(settings)} settings "
+                  f"{'was' if left_out == 1 else 'were'} not tried by every loss "
+                  "(a trial still unfinished, or another search over other losses in this "
+                  f"folder): left out of everything below, which compares the losses on "
+                  f"the {len(common)} setting{'s' * (len(common) != 1)} they all met.", ""]
+    if not common:
+        return lines + ["No setting was tried by every loss: nothing to compare.", ""]
+    scores = {loss: {s: v for s, v in by_setting.items() if s in common}
+              for loss, by_setting in comparison.values(keys.score, keys, True).items()}
+    fids = {loss: {s: v for s, v in by_setting.items() if s in common}
+            for loss, by_setting in comparison.values(keys.fid, keys, False).items()}
     reference = analysis.reference_label(list(scores), reference_loss)
     stands_in = analysis.reference_note(list(scores), reference_loss)
     rows, tests = [], []
