@@ -6,8 +6,8 @@
 #
 # Task i trains shard i of the grid (--shard=auto takes SLURM_ARRAY_TASK_ID itself): one
 # run per task, so keep --array=0-(runs - 1) (here 2 datasets x 3 losses x 3 seeds = 18
-# runs; with an array too small for the grid, each task warns which runs no task
-# trains). Resubmit the tasks that failed by their IDs (sbatch --array=4,11 ...): they train
+# runs; with an array too small for the grid, or one from 1, each task warns which
+# runs no task trains). Resubmit the tasks that failed by their IDs (sbatch --array=4,11 ...): they train
 # exactly runs 4 and 11 (positions in the grid as GRID_FLAGS lists it now: after changing
 # GRID_FLAGS, submit the whole array again; finished runs are skipped). For fewer tasks
 # with several runs each, submit

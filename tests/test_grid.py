@@ -146,30 +146,44 @@ def test_a_task_whose_index_is_past_the_shard_count_trains_nothing(shards):
     assert sorted(c.run_dir for c in trained) == sorted(c.run_dir for c in configs)
 
 
-def test_a_slurm_array_smaller_than_the_grid_is_warned_of_naming_the_runs_left_out():
+def test_a_slurm_array_that_leaves_runs_to_no_task_is_warned_of_naming_them():
     # --array=0-17 after the grid grew to 30 runs: one run per task leaves 18..29 out.
     expanded = grid.expand({"g_loss": ["minimax", "nonsat", "hinge"], "seed": list(range(10))},
                            root="g")
-    environ = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MAX": "17"}
-    warning = grid.runs_past_the_array("auto", expanded, environ)
-    assert warning.startswith("warning: this Slurm array's task IDs end at 17")
-    assert "trains runs 18-29 (g_loss=minimax,seed=6, g_loss=nonsat,seed=6, " in warning
+    environ = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0",
+               "SLURM_ARRAY_TASK_MAX": "17"}
+    warning = grid.runs_outside_the_array("auto", expanded, environ)
+    assert warning.startswith("warning: this Slurm array's task IDs are 0-17")
+    assert "trains runs 18-29; not trained yet: g_loss=minimax,seed=6, " \
+        "g_loss=nonsat,seed=6, " in warning
     assert "and 7 more" in warning and "--array=0-29" in warning
-    assert "TFGAN_EXP_SHARDS" in warning and "a resubmitted subset" in warning
+    assert "TFGAN_EXP_SHARDS" in warning
     # Shards past the array: --array=0-4 for 6 shards leaves shard 5's runs to no task.
     for text, env in (("auto/6", {}), ("auto", {"TFGAN_EXP_SHARDS": "6"})):
-        shards = grid.runs_past_the_array(text, expanded,
-                                          dict(environ, SLURM_ARRAY_TASK_MAX="4", **env))
-        assert "is split into 6 shards: no task of this array trains shard 5 of 6 " \
-            "(g_loss=hinge,seed=1, " in shards and "--array=0-5" in shards
+        shards = grid.runs_outside_the_array(text, expanded,
+                                             dict(environ, SLURM_ARRAY_TASK_MAX="4", **env))
+        assert "is split into 6 shards: no task of this array trains shard 5 of 6; not " \
+            "trained yet: g_loss=hinge,seed=1, " in shards
+        assert "--array=0-5" in shards
+    # An array from 1 (--array=1-30): run 0 goes to no task; so do 0-3 of --array=4-29.
+    ones = grid.runs_outside_the_array("auto", expanded, dict(
+        environ, SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="30"))
+    assert "task IDs are 1-30" in ones
+    assert "trains run 0; not trained yet: g_loss=minimax,seed=0. Submit" in ones
+    both = grid.runs_outside_the_array("auto", expanded, dict(
+        environ, SLURM_ARRAY_TASK_MIN="4", SLURM_ARRAY_TASK_MAX="28"))
+    assert "trains runs 0-3 and run 29; not trained yet: " in both
+    # A resubmitted subset (--array=4,11) whose other runs an earlier array trained.
+    subset = dict(environ, SLURM_ARRAY_TASK_MIN="4", SLURM_ARRAY_TASK_MAX="11")
+    assert grid.runs_outside_the_array("auto", expanded, subset, trained=lambda c: True) == ""
     # An array that covers the grid, or no Slurm array: nothing to say.
-    assert grid.runs_past_the_array("auto/5", expanded, environ) == ""
-    assert grid.runs_past_the_array("auto", expanded,
-                                    dict(environ, TFGAN_EXP_SHARDS="5")) == ""
-    assert grid.runs_past_the_array("auto", expanded,
-                                    dict(environ, SLURM_ARRAY_TASK_MAX="29")) == ""
-    assert grid.runs_past_the_array("auto", expanded, {"JOB_COMPLETION_INDEX": "3"}) == ""
-    assert grid.runs_past_the_array("3/30", expanded, environ) == ""
+    assert grid.runs_outside_the_array("auto/5", expanded, environ) == ""
+    assert grid.runs_outside_the_array("auto", expanded,
+                                       dict(environ, TFGAN_EXP_SHARDS="5")) == ""
+    assert grid.runs_outside_the_array("auto", expanded,
+                                       dict(environ, SLURM_ARRAY_TASK_MAX="29")) == ""
+    assert grid.runs_outside_the_array("auto", expanded, {"JOB_COMPLETION_INDEX": "3"}) == ""
+    assert grid.runs_outside_the_array("3/30", expanded, environ) == ""
 
 
 @pytest.mark.slow
@@ -189,7 +203,7 @@ def test_a_task_past_the_grid_has_nothing_to_train_and_a_one_run_grid_trains_on_
     # An array of one task for two runs: the task says which run no task trains.
     short = run_command(*args, env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MAX": "0"})
     assert short.returncode == 0, short.stderr
-    assert "no task of this array trains run 1 (g_loss=hinge)" in short.stderr
+    assert "no task of this array trains run 1; not trained yet: g_loss=hinge." in short.stderr
     single = ["run.py", f"--run_dir={tmp_path / 'one'}", "--shard=auto", "--dry_run"]
     first = run_command(*single, env={"JOB_COMPLETION_INDEX": "0"})
     assert first.returncode == 0, first.stderr

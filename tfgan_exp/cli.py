@@ -360,12 +360,14 @@ def _main(argv):
                              "run of a cluster spans every worker, so runs cannot share "
                              "the machine; use --parallel=1 (or --shard across jobs)")
         shard = grid_lib.parse_shard(F.shard, runs=len(grid.configs))
-        past_the_array = grid_lib.runs_past_the_array(F.shard, grid)
-        if past_the_array:
-            print(past_the_array, file=sys.stderr)
         if shard and not grid.is_grid and not F.shard.startswith("auto"):
             raise UsageError(f"--shard={F.shard}: there is only one run; --shard splits a grid")
         announce(grid)
+        from tfgan_exp.grids import launch  # reads run folders: after announce adopts them
+        outside = grid_lib.runs_outside_the_array(F.shard, grid,
+                                                  trained=launch.already_trained)
+        if outside:
+            print(outside, file=sys.stderr)
     except UsageError as error:
         fail(str(error))
     configs = grid.configs

@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tfgan_exp.runtime import lease as lease_lib, scheduler
 from tfgan_exp.grids import search as search_lib
@@ -234,39 +234,45 @@ def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, i
     return index, count
 
 
-def runs_past_the_array(text: str, grid: Grid, environ=None) -> str:
-    """A warning when a Slurm array with ``--shard=auto`` is too small for the grid: its
-    largest task ID (SLURM_ARRAY_TASK_MAX) is below the last shard (N from ``auto/N`` or
-    TFGAN_EXP_SHARDS, else one run per task), say ``--array=0-17`` after the grid grew
-    to 30 runs: every task then ends with status 0 and the runs of the shards past it
-    are trained by no task of this array. '' when there is nothing to warn of."""
+def runs_outside_the_array(text: str, grid: Grid, environ=None,
+                           trained: Callable[[Config], bool] = lambda config: False) -> str:
+    """A warning when a Slurm array with ``--shard=auto`` leaves shards to no task: its
+    task IDs (SLURM_ARRAY_TASK_MIN..SLURM_ARRAY_TASK_MAX) start after shard 0 (say
+    ``--array=1-18``) or end before the last shard (N from ``auto/N`` or
+    TFGAN_EXP_SHARDS, else one run per task; say ``--array=0-17`` after the grid grew to
+    30 runs). Every task then ends with status 0 and those runs are never trained.
+    Runs ``trained`` says are done are not named (a resubmitted subset of tasks, whose
+    other runs an earlier array trained, is not warned of). '' when nothing is left out.
+    """
     environ = os.environ if environ is None else environ
-    last = scheduler.array_max(environ)
+    first, last = scheduler.array_min(environ), scheduler.array_max(environ)
     if text.partition("/")[0] != "auto" or last is None:
         return ""
     runs = len(grid.configs)
     _, count = parse_shard(text, environ, runs)
-    if last + 1 >= count:
-        return ""
-    left_out = [c for k in range(last + 1, count) for c in shard(grid.configs, k, count)]
+    outside = [k for k in range(count) if k < (first or 0) or k > last]
+    left_out = [c for k in outside for c in shard(grid.configs, k, count) if not trained(c)]
     if not left_out:
         return ""
     names = [os.path.relpath(c.run_dir, grid.root) if grid.root else c.run_dir
              for c in left_out]
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    unit = "shard" if count != runs else "run"
+    spans = []
+    for low, high in ((0, (first or 0) - 1), (last + 1, count - 1)):
+        if low <= high:
+            spans.append(f"{unit}s {low}-{high}" if high > low else f"{unit} {low}")
+    span = " and ".join(spans) + (f" of {count}" if count != runs else "")
     if count != runs:
-        span = (f"shards {last + 1}-{count - 1}" if count - last > 2 else
-                f"shard {last + 1}") + f" of {count}"
         advice = f"Submit --array=0-{count - 1}"
     else:
-        span = f"runs {last + 1}-{runs - 1}" if runs - last > 2 else f"run {last + 1}"
         advice = (f"Submit --array=0-{runs - 1}, or set {scheduler.SHARDS_VARIABLE}=N to "
                   "split the grid into N shards for --array=0-(N-1)")
     split = f"into {count} shards" if count != runs else "one run per task"
-    return (f"warning: this Slurm array's task IDs end at {last} (SLURM_ARRAY_TASK_MAX) but "
-            f"the grid ({runs} runs) is split {split}: no task of this array trains {span} "
-            f"({listed}). {advice}; if an earlier array trained them (a resubmitted subset "
-            "of tasks), there is nothing to do.")
+    ids = f"{first}-{last}" if first is not None else f"up to {last}"
+    return (f"warning: this Slurm array's task IDs are {ids} (SLURM_ARRAY_TASK_MIN, _MAX; "
+            f"task i trains shard i, from 0) but the grid ({runs} runs) is split {split}: "
+            f"no task of this array trains {span}; not trained yet: {listed}. {advice}.")
 
 
 def _integer(flag: str, part: str, whole: str) -> int:

@@ -6,8 +6,9 @@ read in one place.
   (``HOSTNAME``) inside Kubernetes.
 - ``task_index``: the index ``--shard=auto`` takes as its shard: Slurm's
   ``SLURM_ARRAY_TASK_ID`` itself, or a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX``.
-- ``array_max``: Slurm's ``SLURM_ARRAY_TASK_MAX``, the largest task ID of the array,
-  to warn when one run per task leaves runs past it to no task.
+- ``array_min``, ``array_max``: Slurm's ``SLURM_ARRAY_TASK_MIN`` and ``_MAX``, the
+  smallest and largest task IDs of the array, to warn of runs before or past them that
+  no task trains (``--array=1-18`` leaves run 0 out).
 - ``shard_count``: ``TFGAN_EXP_SHARDS``, the number of shards a job file splits its grid
   into (when the command does not say ``--shard=auto/N``).
 - ``invocation``: ``TFGAN_EXP_INVOCATION``, a token the job files set that a requeued
@@ -59,6 +60,14 @@ def task_index(environ=None) -> Optional[int]:
                 raise UsageError(f"{name}={index}: a task index is at least 0")
             return index
     return None
+
+
+def array_min(environ=None) -> Optional[int]:
+    """SLURM_ARRAY_TASK_MIN, the smallest task ID of this Slurm array, or None outside one."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_ARRAY_TASK_MIN", "") == "":
+        return None
+    return _whole_number("SLURM_ARRAY_TASK_MIN", environ)
 
 
 def array_max(environ=None) -> Optional[int]:
