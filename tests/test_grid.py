@@ -479,6 +479,10 @@ def test_values_that_resolve_to_one_run_make_it_once():
     spelled = grid.expand({"g_loss": ["minimax", "hinge"], "lr_g": [2e-4, 0.0002]}, root="g")
     assert [os.path.basename(c.run_dir) for c in spelled.configs] == [
         "g_loss=minimax", "g_loss=hinge"]
+    # Two runs whose values differ only past six digits: two folders, named apart.
+    close = grid.expand({"lr_g": [2e-4, 2.0000001e-4]}, root="g")
+    assert [os.path.basename(c.run_dir) for c in close.configs] == [
+        "lr_g=0.0002", "lr_g=0.00020000001"]
     default = grid.expand({"width": [0, 16]})  # 0 is digits' default width, 16
     assert len(default.configs) == 1 and default.configs[0].width == 16
     # Across datasets 0 means each one's default: two runs on digits, one on cifar10.

@@ -579,7 +579,7 @@ def test_a_reference_loss_absent_or_misspelt_and_a_d_loss_axis_are_named_plainly
     assert "nonsat / hinge: about" in verdict
     # No nonsat runs: the stand-in reference is said to be one.
     verdict = section(report_text(tmp_path / "no-nonsat"), "### Verdict", "###")
-    assert "reference: minimax / bce: nonsat has no runs here, so minimax / bce stands in" \
+    assert "reference: minimax / bce: nonsat has no finished runs here, so minimax / bce stands in" \
         in verdict
     with pytest.raises(UsageError, match=r"--reference_loss=nonsta: not a generator loss; "
                        r"one of minimax, nonsat"):

@@ -36,7 +36,10 @@ def format_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:g}"
+        # Six digits read well and name every practical value; two values that differ
+        # only past them (2e-4 and 2.0000001e-4) would share a name, so those get all.
+        text = f"{value:g}"
+        return text if float(text) == value else repr(value)
     return str(value)
 
 

@@ -312,7 +312,7 @@ def reference_note(labels: Sequence[str], reference_loss: str) -> str:
     chosen = reference_label(labels, reference_loss)
     if chosen.startswith(reference_loss + " "):
         return ""
-    return f"{reference_loss} has no runs here, so {chosen} stands in"
+    return f"{reference_loss} has no finished runs here, so {chosen} stands in"
 
 
 def short_label(label: str, labels: Sequence[str]) -> str:
