@@ -466,6 +466,25 @@ def test_tuned_rerun_takes_each_losss_best_setting_and_is_reported_as_a_verdict(
 
 # --- figures and errors ----------------------------------------------------------------------
 
+def test_a_tuned_rerun_is_checked_against_the_search_as_it_is_now(tmp_path):
+    """The re-run followed trial 1, but the search, extended since, is best at trial 2;
+    and one loss's re-run took seed 0, which the search used."""
+    drawn = write_search(tmp_path / "search", ["nonsat", "hinge"], 3,
+                         lambda c, trial: 5.0 + trial)
+    followed = drawn.search["trials"][1]
+    for loss, seeds in (("nonsat", (100, 101)), ("hinge", (0, 101))):
+        for seed in seeds:
+            write_run(tmp_path / "tuned", f"g_loss={loss},seed={seed}", [6.0], g_loss=loss,
+                      seed=seed, **{k: followed[k] for k in search_lib.SEARCHED_FIELDS})
+    with open(tmp_path / "tuned" / "tuned.json", "w") as f:
+        json.dump({"search": str(tmp_path / "search")}, f)
+    tuned = section(report_text(tmp_path), "## digits: tuned re-run")
+    assert "with seeds of which the search used 0 too (0, 100, 101)" in tuned
+    assert "**The search has changed since this re-run**: its best setting is now" in tuned
+    best = drawn.search["trials"][2]
+    assert f"nonsat / bce: lr_g={grid.format_value(best['lr_g'])}, " in tuned
+
+
 @pytest.mark.slow
 def test_report_has_every_figure_as_a_real_png(tmp_path):
     for loss in ("minimax", "hinge"):

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import flags
@@ -649,19 +649,51 @@ def _tuned_groups(runs: List[Run]) -> Dict[str, Dict[str, List[Run]]]:
     return grouped if one_setting else analysis.group_runs(runs)
 
 
+def _search_now(searches: Sequence[analysis.SearchComparison], run: Run
+                ) -> Optional[Tuple[tuple, set]]:
+    """(the best setting, the seeds) that the search in this report which a tuned run
+    follows (same ``tuned_key``) gives its loss now; None when no search here does."""
+    key = search_lib.tuned_key(run.config)
+    for comparison in searches:
+        keys = Keys.for_runs(comparison.runs)
+        for loss, by_setting in comparison.trials.items():
+            members = [r for runs in by_setting.values() for r in runs]
+            if keys is None or search_lib.tuned_key(members[0].config) != key:
+                continue
+            best = analysis.best_setting(comparison.values(keys.score, keys, True)[loss])
+            return best, {r.config["seed"] for r in members}
+    return None
+
+
 def tuned_section(title: str, prefix: str, groups: Dict[str, List[Run]], root: str,
-                  out_dir: str, reference_loss: str, margin: float) -> List[str]:
-    """A tuned re-run: each loss at its best search setting, with fresh seeds."""
-    settings = []
+                  out_dir: str, reference_loss: str, margin: float,
+                  searches: Sequence[analysis.SearchComparison] = ()) -> List[str]:
+    """A tuned re-run: each loss at its best search setting, with fresh seeds. Where
+    the search it follows is in this report too, both are checked against it: a search
+    extended after the re-run may have another best setting, or share its seeds."""
+    settings, changed, reused = [], [], set()
     for name, runs in groups.items():
         config = runs[0].config
         settings.append({"group": name, "its best search setting": ", ".join(
             f"{k}={format_value(config[k])}" for k in search_lib.SEARCHED_FIELDS)})
+        now = _search_now(searches, runs[0])
+        if now is None:
+            continue
+        best, search_seeds = now
+        if best != runs[0].setting(search_lib.SEARCHED_FIELDS):
+            changed.append(f"{name}: " + ", ".join(
+                f"{k}={format_value(v)}" for k, v in zip(search_lib.SEARCHED_FIELDS, best)))
+        reused |= {r.config["seed"] for r in runs} & search_seeds
     seeds = sorted({r.config["seed"] for runs in groups.values() for r in runs})
-    intro = ["Each loss re-run at the setting that scored best in the search, with seeds "
-             f"the search did not use ({', '.join(map(str, seeds))}): the search's best "
+    fresh = ("the search did not use" if not reused else
+             f"of which the search used {', '.join(map(str, sorted(reused)))} too")
+    intro = [f"Each loss re-run at the setting that scored best in the search, with seeds "
+             f"{fresh} ({', '.join(map(str, seeds))}): the search's best "
              "values are maxima over settings and overstate them (the winner's curse); "
              "these do not (Lucic et al. 2018's protocol).", ""] + _table(settings)
+    if changed:
+        intro += [f"**The search has changed since this re-run**: its best setting is now "
+                  f"{'; '.join(changed)}. Run the tuned re-run again to follow it.", ""]
     lines = study_section(title, prefix, groups, root, out_dir, reference_loss, margin)
     return lines[:2] + intro + lines[2:]
 
@@ -690,8 +722,8 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
     plain = [run for run in runs if not run.search_root and not run.tuned_root]
     # A run in two analyses (a search trial that is also a plain group's seed) is one run.
     lines = [f"# Does the GAN loss matter? Report for `{root}`", "",
-             f"{_runs(len({run.identity for run in runs}))} finished ({len(searched)} of them in a random search, "
-             f"{len(tuned)} in a tuned re-run)"
+             f"{_runs(len({run.identity for run in runs}))} finished ({len(searched)} of "
+             f"them in a random search, {len(tuned)} in a tuned re-run)"
              + (f"; {len(unfinished)} unfinished, left out of every number below"
                 if unfinished else "") + ".", "", HOW_TO_READ, ""]
     if unfinished:
@@ -711,7 +743,8 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
     for dataset, groups in analysis.group_runs(plain).items():
         lines += study_section(dataset, dataset, groups, root, out_dir, reference_loss,
                                equivalence_margin)
-    for number, comparison in enumerate(analysis.search_comparisons(searched)):
+    searches = analysis.search_comparisons(searched)
+    for number, comparison in enumerate(searches):
         lines += search_section(comparison, root, reference_loss, out_dir, number)
     tuned_roots = sorted({run.tuned_root for run in tuned})
     for number, tuned_root in enumerate(tuned_roots):
@@ -720,7 +753,7 @@ def write_report(root: str, reference_loss: str = analysis.REFERENCE_LOSS,
             where = f" ({os.path.relpath(tuned_root, root)})" if len(tuned_roots) > 1 else ""
             lines += tuned_section(f"{dataset}: tuned re-run{where}",
                                    f"{dataset}_tuned{number or ''}", groups, root, out_dir,
-                                   reference_loss, equivalence_margin)
+                                   reference_loss, equivalence_margin, searches)
     lines += provenance_section(runs)
     path = os.path.join(out_dir, "report.md")
     write_atomically(path, "\n".join(lines))  # a reader never sees half a report
