@@ -492,6 +492,29 @@ def test_values_that_resolve_to_one_run_make_it_once():
     assert sorted(c.width for c in mixed.configs) == [16, 64, 64]
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_run_another_grid_began_since_this_one_started_is_left_to_it(tmp_path, parallel):
+    """Grid A adopted its folders at its start; grid B, widened, has since begun A's
+    second run under its own name. When A reaches that run, it leaves it to B."""
+    root = tmp_path / "grid"
+    a = grid.expand({"g_loss": ["nonsat"], "seed": [0, 1], "epochs": [1]}, root=str(root))
+    b = grid.expand({"g_loss": ["nonsat", "hinge"], "seed": [1], "epochs": [1]},
+                    root=str(root))
+    second = a.configs[1]
+    twin = next(c for c in b.configs if c.g_loss == "nonsat")
+    assert grid.twin_elsewhere(second) is None
+    RunDir(twin.run_dir).prepare(twin)  # B's run, begun in its own folder
+    assert grid.twin_elsewhere(second) == twin.run_dir
+    assert grid.twin_elsewhere(twin) is None  # its own folder holds it
+    if parallel == 1:
+        tally = launch.run_sequentially([second], str(root))
+    else:
+        tally = launch.run_in_parallel([second], str(root), parallel)
+    assert tally.held_runs == [os.path.basename(second.run_dir)] and tally.finished == 0
+    assert tally.exit_status != 0  # a scheduler sees the grid did not finish its runs
+    assert not os.path.exists(os.path.join(second.run_dir, "config.json"))
+
+
 def test_widening_a_grid_continues_its_runs_in_their_folders(tmp_path):
     root = str(tmp_path / "grid")
     first = grid.expand({"g_loss": ["minimax", "hinge"]}, root=root)

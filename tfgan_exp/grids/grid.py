@@ -200,6 +200,29 @@ def adopt_existing(grid: Grid) -> List[str]:
     return notes
 
 
+def twin_elsewhere(config: Config) -> Optional[str]:
+    """The folder beside ``config.run_dir`` that holds the same run (settings and seed)
+    when its own folder does not: another grid over this root, started after this one
+    adopted its folders (``adopt_existing``), has begun the run under another name.
+    Asked as each run of a grid starts, so that a grid running for hours does not train
+    the run a second time. None when there is no such folder."""
+    if (RunDir(config.run_dir).saved_config() is not None
+            or lease_lib.holder(config.run_dir)):
+        return None
+    root, mine = os.path.dirname(config.run_dir), os.path.normpath(config.run_dir)
+    identity = run_identity(dataclasses.asdict(config))
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        folder = os.path.join(root, name)
+        if os.path.normpath(folder) == mine or not os.path.isdir(folder):
+            continue
+        saved = RunDir(folder).saved_config()
+        if saved is None and os.path.exists(os.path.join(folder, lease_lib.LEASE_FILE)):
+            saved = (lease_lib.holder(folder) or {}).get("run")
+        if saved is not None and run_identity(saved) == identity:
+            return folder
+    return None
+
+
 def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, int]]:
     """``K/N`` -> (K, N), 0 <= K < N; ``auto`` or ``auto/N`` -> from the scheduler.
 

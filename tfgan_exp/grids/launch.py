@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from tfgan_exp.runtime import lease as lease_lib
 from tfgan_exp.runtime import scheduler, stopping, timeline
-from tfgan_exp.grids import slots as slots_lib
+from tfgan_exp.grids import grid as grid_lib, slots as slots_lib
 from tfgan_exp.config import Config, TrainingDiverged, UsageError
 from tfgan_exp.rundir import RunDir
 
@@ -134,6 +134,11 @@ def run_sequentially(configs: List[Config], root: str, trace_path: Optional[str]
                       file=sys.stderr, flush=True)
                 tally.finished += 1
                 continue
+            twin = grid_lib.twin_elsewhere(config)
+            if twin:
+                print(_twin_note(config, twin), file=sys.stderr, flush=True)
+                tally.held_runs.append(name)
+                continue
             try:
                 with timeline.span(name, timeline.RUN):
                     trainer.run(config)
@@ -158,6 +163,12 @@ def run_sequentially(configs: List[Config], root: str, trace_path: Optional[str]
         timeline.set_sink(None)
     _finish_timeline({0: row}, 1, min([grid_start] + [s["start"] for s in row]), trace_path)
     return tally
+
+
+def _twin_note(config: Config, twin: str) -> str:
+    return (f"note: {config.run_dir} is the run another grid has begun in {twin} since "
+            "this one started (same settings and seed): left to it, and counted as held; "
+            "run this command again once it has ended, to continue the run there")
 
 
 def record_crash(config: Config, error: BaseException) -> None:
@@ -405,7 +416,17 @@ def run_in_parallel(configs: List[Config], root: str, parallel: int,
                 slot.process.send_signal(signum)
 
     def give_next(slot: slots_lib.Slot) -> None:
-        config = waiting.pop(0)
+        while waiting:
+            config = waiting.pop(0)
+            twin = grid_lib.twin_elsewhere(config)
+            if not twin:
+                break
+            with lock:
+                print(f"[parallel] {_twin_note(config, twin)}", flush=True)
+            tally.held_runs.append(run_name(config, root))
+            ended[config.run_dir] = "held"
+        else:
+            return  # the slot stays free; _dispatch closes it when nothing is left
         slot.give(config, run_name(config, root))
         where = f"CPUs {','.join(map(str, placements[slot.number]['cpus']))}"
         if gpus:
