@@ -7,10 +7,10 @@
 # Task i trains shard i of the grid (--shard=auto takes SLURM_ARRAY_TASK_ID itself): one
 # run per task, so keep --array=0-(runs - 1) (here 2 datasets x 3 losses x 3 seeds = 18
 # runs; with an array too small for the grid, or one from 1, each task warns which
-# runs no task trains). Resubmit the tasks that failed by their IDs (sbatch --array=4,11 ...): they train
-# exactly runs 4 and 11 (positions in the grid as GRID_FLAGS lists it now: after changing
-# GRID_FLAGS, submit the whole array again; finished runs are skipped). For fewer tasks
-# with several runs each, submit
+# runs no task trains). Resubmit the tasks that failed by their IDs (sbatch
+# --array=4,11 ...): they train exactly runs 4 and 11 (positions in the grid as
+# GRID_FLAGS lists it now: after changing GRID_FLAGS, submit the whole array again;
+# finished runs are skipped). For fewer tasks with several runs each, submit
 # --array=0-(N-1) with TFGAN_EXP_SHARDS=N in the environment (sbatch --export=ALL,...).
 # A task past the last shard has nothing to train and ends at once with status 0.
 # A task that is requeued or submitted again resumes or skips its runs.

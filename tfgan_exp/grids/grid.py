@@ -174,11 +174,7 @@ def adopt_existing(grid: Grid) -> List[str]:
         return []
     exact, resumable = {}, {}
     for folder, _, files in sorted(os.walk(grid.root)):
-        saved = RunDir(folder).saved_config() if "config.json" in files else None
-        if saved is None and lease_lib.LEASE_FILE in files:
-            # A run still starting elsewhere, before its config.json: its live holder's
-            # lease record names it (else this grid would train it again, by another name).
-            saved = (lease_lib.holder(folder) or {}).get("run")
+        saved = _run_recorded_in(folder, files)
         if saved is not None:
             exact.setdefault(run_identity(saved), folder)
             resumable.setdefault(run_identity(saved, resumable=True), folder)
@@ -215,12 +211,20 @@ def twin_elsewhere(config: Config) -> Optional[str]:
         folder = os.path.join(root, name)
         if os.path.normpath(folder) == mine or not os.path.isdir(folder):
             continue
-        saved = RunDir(folder).saved_config()
-        if saved is None and os.path.exists(os.path.join(folder, lease_lib.LEASE_FILE)):
-            saved = (lease_lib.holder(folder) or {}).get("run")
+        saved = _run_recorded_in(folder, os.listdir(folder))
         if saved is not None and run_identity(saved) == identity:
             return folder
     return None
+
+
+def _run_recorded_in(folder: str, files) -> Optional[dict]:
+    """The settings of the run in ``folder`` (whose entries are ``files``): its
+    config.json, else, for a run still starting elsewhere before its config.json, the
+    run its live holder's lease record names; None for a folder that holds no run."""
+    saved = RunDir(folder).saved_config() if "config.json" in files else None
+    if saved is None and lease_lib.LEASE_FILE in files:
+        saved = (lease_lib.holder(folder) or {}).get("run")
+    return saved
 
 
 def parse_shard(text: str, environ=None, runs: int = 0) -> Optional[Tuple[int, int]]:

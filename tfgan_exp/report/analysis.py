@@ -3,8 +3,8 @@
 A run is identified by its resolved settings and seed (``config.run_identity``), never
 by its folder's name: two folders that hold the same run count once in each analysis
 they belong to (``Run.scope``: the plain groups, the random searches, each tuned re-run),
-as the one that trained further. A *group* is the runs that share every setting but the seed. Runs under
-a folder holding ``search.json`` whose drawn settings match one of that search's trials
+as the one that trained further. A *group* is the runs that share every setting but the
+seed. Runs under a folder holding ``search.json`` whose drawn settings match one of that search's trials
 are a random search's; runs under a folder holding ``tuned.json`` re-run each loss's best
 search setting with fresh seeds. A run that trained every epoch is *finished*; a
 finished run *failed* when it diverged, did not learn, or collapsed (``failure``).
@@ -375,32 +375,34 @@ def search_comparisons(runs: Sequence[Run]) -> List[SearchComparison]:
     setting, so a search crossed with another axis, or two searches in one folder,
     never pool their trials. Searches in several folders over different losses are
     compared each on its own: every loss of a comparison met the same settings."""
-    contexts: Dict[Tuple[str, str], Dict[str, Dict[tuple, List[Run]]]] = {}
+    contexts: Dict[Tuple[str, str], List[Run]] = {}
     for dataset, groups in group_runs([r for r in runs if r.search_root],
                                       ignore=TUNED_SETTINGS).items():
         for shared, loss_groups in comparison_sets(groups, least=1):
-            trials = contexts.setdefault((dataset, shared), {})
-            for loss, members in loss_groups.items():
-                for run in members:
-                    setting = run.setting(search_lib.SEARCHED_FIELDS)
-                    trials.setdefault(loss, {}).setdefault(setting, []).append(run)
+            contexts.setdefault((dataset, shared), []).extend(
+                run for members in loss_groups.values() for run in members)
     comparisons = []
-    for (dataset, shared), trials in contexts.items():
-        comparison = SearchComparison(dataset, shared, trials)
-        folders = sorted({run.search_root for run in comparison.runs})
+    for (dataset, shared), members in contexts.items():
+        comparison = SearchComparison(dataset, shared, _trials(members))
+        folders = sorted({run.search_root for run in members})
         if len(folders) > 1 and len(comparison.common_settings) < len(comparison.settings):
             # Searches in several folders, not over the same losses: each on its own, so
             # that every loss of a comparison met the same settings.
-            for folder in folders:
-                mine: Dict[str, Dict[tuple, List[Run]]] = {}
-                for run in comparison.runs:
-                    if run.search_root == folder:
-                        setting = run.setting(search_lib.SEARCHED_FIELDS)
-                        mine.setdefault(run.loss, {}).setdefault(setting, []).append(run)
-                comparisons.append(SearchComparison(dataset, shared, mine, folder))
+            comparisons += [SearchComparison(dataset, shared, _trials(
+                [run for run in members if run.search_root == folder]), folder)
+                for folder in folders]
         else:
             comparisons.append(comparison)
     return comparisons
+
+
+def _trials(runs: Sequence[Run]) -> Dict[str, Dict[tuple, List[Run]]]:
+    """loss label -> drawn setting (SEARCHED_FIELDS values) -> its runs, in run order."""
+    trials: Dict[str, Dict[tuple, List[Run]]] = {}
+    for run in runs:
+        setting = run.setting(search_lib.SEARCHED_FIELDS)
+        trials.setdefault(run.loss, {}).setdefault(setting, []).append(run)
+    return trials
 
 
 def best_setting(values: Dict[tuple, float]) -> tuple:

@@ -562,10 +562,9 @@ def search_section(comparison: analysis.SearchComparison, root: str, reference_l
                   f"the {len(common)} setting{'s' * (len(common) != 1)} they all met.", ""]
     if not common:
         return lines + ["No setting was tried by every loss: nothing to compare.", ""]
-    scores = {loss: {s: v for s, v in by_setting.items() if s in common}
-              for loss, by_setting in comparison.values(keys.score, keys, True).items()}
-    fids = {loss: {s: v for s, v in by_setting.items() if s in common}
-            for loss, by_setting in comparison.values(keys.fid, keys, False).items()}
+    scores, fids = ({loss: {s: v for s, v in by_setting.items() if s in common}
+                     for loss, by_setting in comparison.values(key, keys, higher).items()}
+                    for key, higher in ((keys.score, True), (keys.fid, False)))
     reference = analysis.reference_label(list(scores), reference_loss)
     stands_in = analysis.reference_note(list(scores), reference_loss)
     rows, tests = [], []

@@ -62,20 +62,21 @@ def task_index(environ=None) -> Optional[int]:
     return None
 
 
+def _optional_whole_number(name: str, environ=None) -> Optional[int]:
+    environ = os.environ if environ is None else environ
+    if environ.get(name, "") == "":
+        return None
+    return _whole_number(name, environ)
+
+
 def array_min(environ=None) -> Optional[int]:
     """SLURM_ARRAY_TASK_MIN, the smallest task ID of this Slurm array, or None outside one."""
-    environ = os.environ if environ is None else environ
-    if environ.get("SLURM_ARRAY_TASK_MIN", "") == "":
-        return None
-    return _whole_number("SLURM_ARRAY_TASK_MIN", environ)
+    return _optional_whole_number("SLURM_ARRAY_TASK_MIN", environ)
 
 
 def array_max(environ=None) -> Optional[int]:
     """SLURM_ARRAY_TASK_MAX, the largest task ID of this Slurm array, or None outside one."""
-    environ = os.environ if environ is None else environ
-    if environ.get("SLURM_ARRAY_TASK_MAX", "") == "":
-        return None
-    return _whole_number("SLURM_ARRAY_TASK_MAX", environ)
+    return _optional_whole_number("SLURM_ARRAY_TASK_MAX", environ)
 
 
 def shard_count(environ=None) -> Optional[int]:
